@@ -1,0 +1,448 @@
+"""The N-D SAGAN self-attention layer shared by the 1D, 2D and 3D classes."""
+
+import math
+
+import keras
+from keras import ops
+
+from conv_self_attention import kernels
+from conv_self_attention.layers.grid import key_value_grid
+from conv_self_attention.layers.grid import normalize_pool_size
+from conv_self_attention.layers.grid import num_positions
+from conv_self_attention.layers.projection import PointwiseProjection
+
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+class BaseSelfAttention(keras.layers.Layer):
+    """SAGAN self-attention over an N-D feature map, with 1x1 convolutions.
+
+    Every position of the map attends to every position of the (optionally
+    max-pooled) key/value map. With `F = filters or C` and `h = num_heads`:
+
+    ```
+    query = Wq x                  (B, N, dk)   N = prod(spatial sizes)
+    key   = pool(Wk x)            (B, M, dk)   M = prod(key/value grid)
+    value = pool(Wv x)            (B, M, dv)
+    head j: A_j = softmax(query_j key_j^T * scale)            (B, N, M)
+    attended = Wo concat_j(A_j value_j)                       (B, N, F)
+    outputs = activation(shortcut(x) + gamma * attended)      (B, *spatial, F)
+    ```
+
+    All `W` are bias-free 1x1 convolutions unless `use_bias=True`; the
+    shortcut is the identity when `F == C` and a learned 1x1 convolution
+    otherwise, so the residual is well defined for any `filters`. Heads
+    split the key and value channels and never change the output shape.
+    Positions are numbered row-major over the spatial axes. Logits and the
+    softmax are computed in float32, also under mixed precision.
+
+    This is the base class; use `SelfAttention1D`, `SelfAttention2D` or
+    `SelfAttention3D`.
+
+    Args:
+        rank: number of spatial axes (1, 2 or 3).
+        filters: output channels `F`. Defaults to `None`: the input
+            channels, so the output shape equals the input shape.
+        num_heads: number of attention heads. Defaults to `1`.
+        key_channels: query/key channels over all heads. Defaults to
+            `F // 8`, rounded up to a positive multiple of `num_heads`.
+            An explicit value must be divisible by `num_heads`.
+        value_channels: value channels over all heads. Defaults to
+            `F // 2`, rounded up to a positive multiple of `num_heads`.
+        pool_size: `None`, an int or a `rank`-tuple. Keys and values are
+            max-pooled by this factor per axis (`padding="same"`, as in
+            BigGAN), giving `ceil(size / pool_size)` positions per axis.
+            Defaults to `None` (no pooling).
+        use_scale: if `True`, multiply the logits by the fixed factor
+            `1 / sqrt(key_channels / num_heads)`. This is not a learnable
+            scale (unlike `keras.layers.Attention`). Defaults to `False`,
+            as in SAGAN.
+        gamma: initial value of the learnable scalar `gamma` that scales
+            the attended result. Defaults to `0.0` (SAGAN): the layer
+            starts as its shortcut.
+        gamma_trainable: whether `gamma` is trained. Defaults to `True`.
+        activation: activation applied to the output. Defaults to `None`
+            (linear).
+        use_bias: whether every 1x1 convolution (shortcut included) has a
+            bias. Defaults to `False`.
+        spectral_norm: whether every 1x1 convolution is spectrally
+            normalized, as in SAGAN/BigGAN. Defaults to `False`.
+        return_attention_scores: if `True`, the layer returns
+            `(outputs, scores)`. This forces the dense kernel, which holds
+            an `N x M` matrix per image and head. Defaults to `False`.
+        data_format: `"channels_last"` or `"channels_first"`. Defaults to
+            `keras.config.image_data_format()`.
+        attention_implementation: `"auto"`, `"dense"`, `"chunked"` or
+            `"fused"`; all are exact. `"auto"` picks by backend and map size.
+        chunk_size: query positions per block of the chunked kernel.
+            Defaults to `None` (the kernel's default).
+        kernel_initializer: initializer of the 1x1 convolution kernels.
+            Defaults to `"glorot_uniform"`.
+        kernel_regularizer: regularizer of the kernels. Defaults to `None`.
+        kernel_constraint: constraint of the kernels. Defaults to `None`.
+        **kwargs: base layer arguments (`name`, `dtype`, `trainable`).
+
+    Call arguments:
+        inputs: `(batch, *spatial, channels)` (or channels first) tensor.
+        training: Python bool; with `spectral_norm`, the power iteration
+            state is updated only when training.
+
+    Returns:
+        `outputs` of shape `(batch, *spatial, filters)` in the compute dtype,
+        or `(outputs, scores)` when `return_attention_scores=True`, where
+        `scores` are the float32 softmax probabilities of shape
+        `(batch, num_heads, N, M)`; every row sums to 1.
+
+    Reference:
+        - [Zhang et al., 2018](https://arxiv.org/abs/1805.08318) (SAGAN)
+        - [Miyato et al., 2018](https://arxiv.org/abs/1802.05957)
+          (spectral normalization)
+    """
+
+    def __init__(
+        self,
+        rank,
+        filters=None,
+        num_heads=1,
+        key_channels=None,
+        value_channels=None,
+        pool_size=None,
+        use_scale=False,
+        gamma=0.0,
+        gamma_trainable=True,
+        activation=None,
+        use_bias=False,
+        spectral_norm=False,
+        return_attention_scores=False,
+        data_format=None,
+        attention_implementation="auto",
+        chunk_size=None,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        kernel_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.rank = rank
+        self.filters = _optional_positive_int("filters", filters)
+        self.num_heads = _positive_int("num_heads", num_heads)
+        self.key_channels = _head_multiple(
+            "key_channels", key_channels, self.num_heads
+        )
+        self.value_channels = _head_multiple(
+            "value_channels", value_channels, self.num_heads
+        )
+        self.pool_size = normalize_pool_size(pool_size, rank)
+        self.use_scale = _bool("use_scale", use_scale)
+        self.initial_gamma = _float("gamma", gamma)
+        self.gamma_trainable = _bool("gamma_trainable", gamma_trainable)
+        self.activation = _get_object(
+            keras.activations.get, "activation", activation
+        )
+        self.use_bias = _bool("use_bias", use_bias)
+        self.spectral_norm = _bool("spectral_norm", spectral_norm)
+        self.return_attention_scores = _bool(
+            "return_attention_scores", return_attention_scores
+        )
+        self.data_format = _data_format(data_format)
+        kernels.validate_implementation(attention_implementation)
+        kernels.validate_chunk_size(chunk_size)
+        self.attention_implementation = attention_implementation
+        self.chunk_size = chunk_size
+        self.kernel_initializer = _get_object(
+            keras.initializers.get, "kernel_initializer", kernel_initializer
+        )
+        self.kernel_regularizer = _get_object(
+            keras.regularizers.get, "kernel_regularizer", kernel_regularizer
+        )
+        self.kernel_constraint = _get_object(
+            keras.constraints.get, "kernel_constraint", kernel_constraint
+        )
+        self.input_spec = keras.layers.InputSpec(ndim=rank + 2)
+
+    @property
+    def _channel_axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
+    def _spatial_shape(self, input_shape):
+        if self.data_format == "channels_last":
+            return tuple(input_shape[1:-1])
+        return tuple(input_shape[2:])
+
+    def _check_input_shape(self, input_shape):
+        """Raises `ValueError` for an input shape this layer cannot take."""
+        input_shape = tuple(input_shape)
+        if len(input_shape) != self.rank + 2:
+            raise ValueError(
+                f"`{type(self).__name__}` expects inputs of rank "
+                f"{self.rank + 2}: (batch, {self.rank} spatial axes, "
+                f"channels). Received: input_shape={input_shape}"
+            )
+        if input_shape[self._channel_axis] is None:
+            raise ValueError(
+                "The channel dimension of the inputs must be known. "
+                f"Received: input_shape={input_shape}"
+            )
+        spatial = self._spatial_shape(input_shape)
+        if any(size is not None and size < 1 for size in spatial):
+            raise ValueError(
+                "Every spatial size of the inputs must be positive. "
+                f"Received: input_shape={input_shape}"
+            )
+        if self.pool_size is not None:
+            for size, pool in zip(spatial, self.pool_size):
+                if size is not None and pool > size:
+                    raise ValueError(
+                        "`pool_size` must not exceed the spatial size of "
+                        f"the inputs. Received: pool_size={self.pool_size} "
+                        f"for input_shape={input_shape}"
+                    )
+
+    def key_value_spatial_shape(self, spatial_shape):
+        """The key/value grid for an input map of `spatial_shape`."""
+        return key_value_grid(spatial_shape, self.pool_size)
+
+    def build(self, input_shape):
+        self._check_input_shape(input_shape)
+        channels = input_shape[self._channel_axis]
+        self.output_channels = self.filters or channels
+        self.resolved_key_channels = self.key_channels or _default_channels(
+            self.output_channels // 8, self.num_heads
+        )
+        self.resolved_value_channels = (
+            self.value_channels
+            or _default_channels(self.output_channels // 2, self.num_heads)
+        )
+        self.query_projection = self._projection(
+            "query_projection", channels, self.resolved_key_channels
+        )
+        self.key_projection = self._projection(
+            "key_projection", channels, self.resolved_key_channels
+        )
+        self.value_projection = self._projection(
+            "value_projection", channels, self.resolved_value_channels
+        )
+        self.output_projection = self._projection(
+            "output_projection",
+            self.resolved_value_channels,
+            self.output_channels,
+        )
+        self.shortcut_projection = None
+        if self.output_channels != channels:
+            self.shortcut_projection = self._projection(
+                "shortcut_projection", channels, self.output_channels
+            )
+        self.gamma = self.add_weight(
+            name="gamma",
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_gamma),
+            trainable=self.gamma_trainable,
+            dtype="float32",
+        )
+        self.input_spec = keras.layers.InputSpec(
+            ndim=self.rank + 2, axes={self._channel_axis: channels}
+        )
+
+    def _projection(self, name, in_channels, out_channels):
+        projection = PointwiseProjection(
+            out_channels,
+            use_bias=self.use_bias,
+            spectral_norm=self.spectral_norm,
+            kernel_initializer=self.kernel_initializer,
+            kernel_regularizer=self.kernel_regularizer,
+            kernel_constraint=self.kernel_constraint,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+        projection.build((None, in_channels))
+        return projection
+
+    def call(self, inputs, training=False):
+        x = inputs
+        if self.data_format == "channels_first":
+            x = ops.moveaxis(x, 1, -1)
+        batch_size = ops.shape(x)[0]
+        heads = self.num_heads
+        query = self.query_projection(x, training=training)
+        key = self._pool(self.key_projection(x, training=training))
+        value = self._pool(self.value_projection(x, training=training))
+        query = ops.reshape(query, (batch_size, -1, heads, query.shape[-1] // heads))
+        key = ops.reshape(key, (batch_size, -1, heads, key.shape[-1] // heads))
+        value = ops.reshape(value, (batch_size, -1, heads, value.shape[-1] // heads))
+        result = self._compute_attention(query, key, value)
+        context, scores = result if self.return_attention_scores else (result, None)
+        context = ops.reshape(context, (batch_size, -1, self.resolved_value_channels))
+        attended = self.output_projection(context, training=training)
+        shortcut = x
+        if self.shortcut_projection is not None:
+            shortcut = self.shortcut_projection(x, training=training)
+        attended = ops.reshape(attended, ops.shape(shortcut))
+        gamma = ops.cast(self.gamma, attended.dtype)
+        outputs = self.activation(shortcut + gamma * attended)
+        if self.data_format == "channels_first":
+            outputs = ops.moveaxis(outputs, -1, 1)
+        if self.return_attention_scores:
+            return outputs, scores
+        return outputs
+
+    def _compute_attention(self, query, key, value):
+        """Override point: `(B, N, h, dk)`, `(B, M, h, dk)`, `(B, M, h, dv)`
+        to `(B, N, h, dv)`, or `(context, scores)` when scores are asked."""
+        scale = 1.0
+        if self.use_scale:
+            scale = 1.0 / math.sqrt(query.shape[-1])
+        return kernels.attention(
+            query,
+            key,
+            value,
+            scale=scale,
+            implementation=self.attention_implementation,
+            chunk_size=self.chunk_size,
+            return_scores=self.return_attention_scores,
+        )
+
+    def _pool(self, tensor):
+        if self.pool_size is None:
+            return tensor
+        return ops.max_pool(
+            tensor,
+            pool_size=self.pool_size,
+            strides=self.pool_size,
+            padding="same",
+            data_format="channels_last",
+        )
+
+    def compute_output_shape(self, input_shape):
+        self._check_input_shape(input_shape)
+        input_shape = tuple(input_shape)
+        output_shape = list(input_shape)
+        output_shape[self._channel_axis] = (
+            self.filters or input_shape[self._channel_axis]
+        )
+        output_shape = tuple(output_shape)
+        if not self.return_attention_scores:
+            return output_shape
+        spatial = self._spatial_shape(input_shape)
+        scores_shape = (
+            input_shape[0],
+            self.num_heads,
+            num_positions(spatial),
+            num_positions(self.key_value_spatial_shape(spatial)),
+        )
+        return output_shape, scores_shape
+
+    def compute_output_spec(self, inputs, training=False):
+        shapes = self.compute_output_shape(inputs.shape)
+        if not self.return_attention_scores:
+            return keras.KerasTensor(shapes, dtype=self.compute_dtype)
+        output_shape, scores_shape = shapes
+        return (
+            keras.KerasTensor(output_shape, dtype=self.compute_dtype),
+            keras.KerasTensor(scores_shape, dtype="float32"),
+        )
+
+    def get_config(self):
+        config = {
+            "filters": self.filters,
+            "num_heads": self.num_heads,
+            "key_channels": self.key_channels,
+            "value_channels": self.value_channels,
+            "pool_size": self.pool_size,
+            "use_scale": self.use_scale,
+            "gamma": self.initial_gamma,
+            "gamma_trainable": self.gamma_trainable,
+            "activation": keras.activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "spectral_norm": self.spectral_norm,
+            "return_attention_scores": self.return_attention_scores,
+            "data_format": self.data_format,
+            "attention_implementation": self.attention_implementation,
+            "chunk_size": self.chunk_size,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+            "kernel_regularizer": keras.regularizers.serialize(
+                self.kernel_regularizer
+            ),
+            "kernel_constraint": keras.constraints.serialize(
+                self.kernel_constraint
+            ),
+        }
+        return {**super().get_config(), **config}
+
+
+def _default_channels(channels, num_heads):
+    """Rounds `channels` up to a positive multiple of `num_heads`."""
+    return max(1, math.ceil(channels / num_heads)) * num_heads
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(name, value):
+    if not _is_int(value) or value < 1:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a positive int. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def _optional_positive_int(name, value):
+    return None if value is None else _positive_int(name, value)
+
+
+def _head_multiple(name, value, num_heads):
+    value = _optional_positive_int(name, value)
+    if value is not None and value % num_heads:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a multiple of "
+            f"`num_heads`={num_heads}. Received: {name}={value}"
+        )
+    return value
+
+
+def _bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a bool. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def _float(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a float. "
+            f"Received: {name}={value!r}"
+        )
+    if not math.isfinite(value):
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a finite float. "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def _data_format(value):
+    if value is None:
+        return keras.config.image_data_format()
+    if not isinstance(value, str) or value.lower() not in DATA_FORMATS:
+        raise ValueError(
+            "Invalid value for argument `data_format`. Expected one of "
+            f"{DATA_FORMATS}. Received: data_format={value!r}"
+        )
+    return value.lower()
+
+
+def _get_object(getter, name, identifier):
+    """Resolves a Keras object identifier, naming the argument on failure."""
+    try:
+        return getter(identifier)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: {error} "
+            f"Received: {name}={identifier!r}"
+        ) from None

@@ -1,0 +1,93 @@
+"""A 1x1 convolution with optional functional spectral normalization."""
+
+import keras
+from keras import ops
+
+
+class PointwiseProjection(keras.layers.Layer):
+    """A 1x1 convolution over the last axis, optionally spectrally normalized.
+
+    A 1x1 convolution is a matmul over the channel axis, so this works for
+    any number of spatial axes. With `spectral_norm=True` the raw `kernel`
+    stays the trainable weight and the layer uses `kernel / sigma(kernel)`,
+    with `sigma` from one power iteration started at the non-trainable
+    vector `u` (Miyato et al., 2018). `u` is treated as a constant for the
+    gradient and is updated only when `training` is true, so inference and
+    training use the same normalized kernel for the same state.
+
+    Args:
+        units: output channels.
+        use_bias: whether to add a bias.
+        spectral_norm: whether to divide the kernel by its spectral norm.
+        kernel_initializer, kernel_regularizer, kernel_constraint: as in
+            `keras.layers.Conv2D`.
+    """
+
+    def __init__(
+        self,
+        units,
+        use_bias=False,
+        spectral_norm=False,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        kernel_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = units
+        self.use_bias = use_bias
+        self.spectral_norm = spectral_norm
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(input_shape[-1], self.units),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(self.units,), initializer="zeros"
+            )
+        self.u = None
+        if self.spectral_norm:
+            self.u = self.add_weight(
+                name="u",
+                shape=(1, self.units),
+                initializer=keras.initializers.RandomNormal(seed=0),
+                trainable=False,
+                dtype="float32",
+            )
+
+    def normalized_kernel(self, training=False):
+        """The kernel in use: `kernel / sigma` with spectral norm, else raw."""
+        if not self.spectral_norm:
+            return self.kernel
+        kernel = ops.cast(self.kernel, "float32")
+        u = ops.stop_gradient(ops.cast(self.u, "float32"))
+        v = _l2_normalize(ops.matmul(u, ops.transpose(kernel)))
+        u = _l2_normalize(ops.matmul(v, kernel))
+        u = ops.stop_gradient(u)
+        v = ops.stop_gradient(v)
+        sigma = ops.sum(ops.matmul(v, kernel) * u)
+        if training:
+            self.u.assign(u)
+        return ops.cast(kernel / sigma, self.compute_dtype)
+
+    def call(self, inputs, training=False):
+        outputs = ops.matmul(inputs, self.normalized_kernel(training))
+        if self.bias is not None:
+            outputs = outputs + self.bias
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+
+def _l2_normalize(vector):
+    return vector / ops.sqrt(ops.sum(ops.square(vector)) + 1e-12)

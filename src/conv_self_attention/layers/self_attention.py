@@ -1,0 +1,91 @@
+"""The public 1D, 2D and 3D self-attention layers and the seed's class."""
+
+import warnings
+
+import keras
+
+from conv_self_attention.layers.base_self_attention import BaseSelfAttention
+
+_REGISTER = keras.saving.register_keras_serializable(
+    package="conv_self_attention"
+)
+
+
+@_REGISTER
+class SelfAttention1D(BaseSelfAttention):
+    """SAGAN self-attention over 1D feature maps `(batch, steps, channels)`.
+
+    See `BaseSelfAttention` for the computation and all arguments (every
+    argument but `rank`).
+
+    Example:
+
+    >>> layer = SelfAttention1D(num_heads=2)
+    >>> layer(np.zeros((2, 10, 16))).shape
+    (2, 10, 16)
+    """
+
+    def __init__(self, filters=None, **kwargs):
+        super().__init__(rank=1, filters=filters, **kwargs)
+
+
+@_REGISTER
+class SelfAttention2D(BaseSelfAttention):
+    """SAGAN self-attention over 2D feature maps, with 1x1 convolutions.
+
+    Inputs are `(batch, height, width, channels)` (or channels first). See
+    `BaseSelfAttention` for the computation and all arguments (every
+    argument but `rank`).
+
+    Example:
+
+    >>> inputs = keras.Input((28, 28, 1))
+    >>> x = SelfAttention2D(filters=8)(inputs)  # as the first layer
+    >>> x.shape
+    (None, 28, 28, 8)
+    >>> SelfAttention2D(num_heads=2, pool_size=2)(x).shape
+    (None, 28, 28, 8)
+    """
+
+    def __init__(self, filters=None, **kwargs):
+        super().__init__(rank=2, filters=filters, **kwargs)
+
+
+@_REGISTER
+class SelfAttention3D(BaseSelfAttention):
+    """SAGAN self-attention over 3D feature maps, with 1x1x1 convolutions.
+
+    Inputs are `(batch, depth, height, width, channels)` (or channels
+    first). See `BaseSelfAttention` for the computation and all arguments
+    (every argument but `rank`).
+    """
+
+    def __init__(self, filters=None, **kwargs):
+        super().__init__(rank=3, filters=filters, **kwargs)
+
+
+@_REGISTER
+class SelfAttention_Conv2D(SelfAttention2D):  # noqa: N801 (the seed's name)
+    """The original layer's name, kept for existing code.
+
+    Same as `SelfAttention2D` with the original defaults: `gamma=0.01`. The
+    original spelling `num_head=` is accepted as a deprecated synonym of
+    `num_heads=`.
+    """
+
+    def __init__(self, filters=None, gamma=0.01, **kwargs):
+        if "num_head" in kwargs:
+            num_head = kwargs.pop("num_head")
+            if "num_heads" in kwargs:
+                raise ValueError(
+                    "Pass only one of `num_heads` and its deprecated "
+                    f"synonym `num_head`. Received: num_head={num_head!r}, "
+                    f"num_heads={kwargs['num_heads']!r}"
+                )
+            warnings.warn(
+                "`num_head` is deprecated; use `num_heads`.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            kwargs["num_heads"] = num_head
+        super().__init__(filters=filters, gamma=gamma, **kwargs)
