@@ -1,0 +1,41 @@
+"""Shared test set-up: one Keras backend per process (`KERAS_BACKEND`)."""
+
+import os
+
+import pytest
+
+# torch first: importing it after TensorFlow can crash on some machines.
+try:
+    import torch  # noqa: F401
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+except ImportError:
+    pass
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    """Each test starts with the default dtype policy and a fixed seed."""
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(0)
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def to_numpy(tensor):
+    return keras.ops.convert_to_numpy(tensor)
+
+
+def pytest_report_header(config):
+    return f"keras backend: {BACKEND} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')})"
