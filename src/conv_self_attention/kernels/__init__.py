@@ -3,9 +3,22 @@
 Layout follows `keras.ops.dot_product_attention`: query `(B, N, h, dk)`,
 key `(B, M, h, dk)`, value `(B, M, h, dv)`. The kernels know nothing of
 layers.
+
+Implementations, all exact (equal to the dense softmax to float tolerance):
+
+- `dense`: materialises the `(B, h, N, M)` scores; the only one that can
+  return them.
+- `chunked`: blocks of `chunk_size` queries, recomputed in the backward
+  pass; peak memory O(chunk_size x M) in both passes.
+- `fused`: the backend's `dot_product_attention` with q and k zero-padded
+  to the value width (exact) and an explicit scale.
+- `auto`: see `conv_self_attention.kernels.auto`.
 """
 
+from conv_self_attention.kernels.auto import select_implementation
+from conv_self_attention.kernels.chunked import chunked_attention
 from conv_self_attention.kernels.dense import dense_attention
+from conv_self_attention.kernels.fused import fused_attention
 
 IMPLEMENTATIONS = ("auto", "dense", "chunked", "fused")
 
@@ -62,5 +75,14 @@ def attention(
     """
     validate_implementation(implementation)
     validate_chunk_size(chunk_size)
-    out, scores = dense_attention(query, key, value, float(scale))
-    return (out, scores) if return_scores else out
+    scale = float(scale)
+    if return_scores or implementation == "dense":
+        out, scores = dense_attention(query, key, value, scale)
+        return (out, scores) if return_scores else out
+    if implementation == "auto":
+        implementation = select_implementation(query, key)
+    if implementation == "dense":
+        return dense_attention(query, key, value, scale)[0]
+    if implementation == "fused":
+        return fused_attention(query, key, value, scale)
+    return chunked_attention(query, key, value, scale, chunk_size)

@@ -1,0 +1,126 @@
+"""The chunked kernel for TensorFlow: a loop over query blocks with a
+handwritten, recomputing gradient (`tf.custom_gradient`).
+
+N may be unknown when traced (`tf.function` with relaxed shapes): the
+query axis is padded to whole blocks with a dynamic pad, looped over with
+`tf.map_fn` / `tf.while_loop`, and sliced back. Measured against a Python
+loop of `tf.recompute_grad` blocks, the explicit backward pass is faster:
+it reuses the saved row log-sum-exp instead of redoing the softmax, and
+nothing is captured by a recomputed closure (which TF cannot differentiate
+when variables are involved).
+"""
+
+import tensorflow as tf
+
+# One block at a time: parallel iterations would multiply the O(block x M)
+# working set and only contend for the same cores.
+_PARALLEL_ITERATIONS = 1
+
+
+def chunked_attention(query, key, value, scale, chunk_size):
+    """`query (B, h, N, dk)`, `key (B, h, M, dk)`, `value (B, h, M, dv)`,
+    all float32, to `(B, h, N, dv)` float32."""
+    scale = float(scale)
+    chunk_size = int(chunk_size)
+
+    @tf.custom_gradient
+    def attend(query, key, value):
+        scaled = query * scale if scale != 1.0 else query
+        blocks = _split_blocks(scaled, chunk_size)
+        out_blocks, lse_blocks = tf.map_fn(
+            lambda block: _block_forward(block, key, value),
+            blocks,
+            fn_output_signature=(tf.float32, tf.float32),
+            parallel_iterations=_PARALLEL_ITERATIONS,
+        )
+        out = _merge_blocks(out_blocks, tf.shape(query)[2])
+
+        def grad(grad_out):
+            residuals = (blocks, key, value, out_blocks, lse_blocks)
+            grad_out = _split_blocks(grad_out, chunk_size)
+            grad_query, grad_key, grad_value = _backward(residuals, grad_out)
+            grad_query = _merge_blocks(grad_query, tf.shape(query)[2])
+            if scale != 1.0:
+                grad_query = grad_query * scale
+            return grad_query, grad_key, grad_value
+
+        return out, grad
+
+    return attend(query, key, value)
+
+
+def _split_blocks(tensor, chunk_size):
+    """`(B, h, N, d)` zero-padded to whole blocks, `(blocks, B, h, c, d)`."""
+    shape = tf.shape(tensor)
+    length = shape[2]
+    num_blocks = (length + chunk_size - 1) // chunk_size
+    padding = num_blocks * chunk_size - length
+    tensor = tf.pad(tensor, [[0, 0], [0, 0], [0, padding], [0, 0]])
+    tensor = tf.reshape(
+        tensor, [shape[0], shape[1], num_blocks, chunk_size, tensor.shape[-1]]
+    )
+    return tf.transpose(tensor, [2, 0, 1, 3, 4])
+
+
+def _merge_blocks(blocks, length):
+    """Inverse of `_split_blocks`: back to `(B, h, N, d)`."""
+    shape = tf.shape(blocks)
+    tensor = tf.transpose(blocks, [1, 2, 0, 3, 4])
+    tensor = tf.reshape(
+        tensor, [shape[1], shape[2], shape[0] * shape[3], blocks.shape[-1]]
+    )
+    return tensor[:, :, :length]
+
+
+def _block_forward(query, key, value):
+    """One block: output and row log-sum-exp (the backward pass needs it)."""
+    logits = tf.matmul(query, key, transpose_b=True)
+    row_max = tf.reduce_max(logits, axis=-1, keepdims=True)
+    weights = tf.exp(logits - row_max)
+    row_sum = tf.reduce_sum(weights, axis=-1, keepdims=True)
+    # Normalising the (block, dv) output is cheaper than the (block, M) P.
+    out = tf.matmul(weights, value) / row_sum
+    return out, row_max + tf.math.log(row_sum)
+
+
+def _block_backward(query, key, value, out, lse, grad):
+    """One block's gradients, recomputing its probabilities from `lse`."""
+    probs = tf.exp(tf.matmul(query, key, transpose_b=True) - lse)
+    grad_probs = tf.matmul(grad, value, transpose_b=True)
+    # rowsum(dP * P) equals rowsum(dO * O): O(block x dv), not x M.
+    delta = tf.reduce_sum(grad * out, axis=-1, keepdims=True)
+    grad_logits = probs * (grad_probs - delta)
+    grad_query = tf.matmul(grad_logits, key)
+    grad_key = tf.matmul(grad_logits, query, transpose_a=True)
+    grad_value = tf.matmul(probs, grad, transpose_a=True)
+    return grad_query, grad_key, grad_value
+
+
+def _backward(residuals, grad_blocks):
+    query_blocks, key, value, out_blocks, lse_blocks = residuals
+    num_blocks = tf.shape(query_blocks)[0]
+    grad_query = tf.TensorArray(tf.float32, size=num_blocks)
+
+    def body(index, grad_query, grad_key, grad_value):
+        block_grads = _block_backward(
+            query_blocks[index],
+            key,
+            value,
+            out_blocks[index],
+            lse_blocks[index],
+            grad_blocks[index],
+        )
+        return (
+            index + 1,
+            grad_query.write(index, block_grads[0]),
+            grad_key + block_grads[1],
+            grad_value + block_grads[2],
+        )
+
+    _, grad_query, grad_key, grad_value = tf.while_loop(
+        lambda index, *_: index < num_blocks,
+        body,
+        (0, grad_query, tf.zeros_like(key), tf.zeros_like(value)),
+        parallel_iterations=_PARALLEL_ITERATIONS,
+    )
+    return grad_query.stack(), grad_key, grad_value
