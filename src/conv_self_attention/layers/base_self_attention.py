@@ -198,6 +198,17 @@ class BaseSelfAttention(keras.layers.Layer):
                         f"for input_shape={input_shape}"
                     )
 
+    def _check_input_dtype(self, dtype):
+        """Raises `TypeError` unless the inputs have a floating dtype."""
+        # Backends disagree on integer inputs (TF fails deep in `call`, JAX
+        # and torch silently promote), so refuse them up front everywhere.
+        dtype = keras.backend.standardize_dtype(dtype)
+        if not keras.backend.is_float_dtype(dtype):
+            raise TypeError(
+                f"`{type(self).__name__}` expects floating-point inputs. "
+                f"Received: inputs.dtype={dtype}"
+            )
+
     def key_value_spatial_shape(self, spatial_shape):
         """The key/value grid for an input map of `spatial_shape`."""
         return key_value_grid(spatial_shape, self.pool_size)
@@ -258,6 +269,7 @@ class BaseSelfAttention(keras.layers.Layer):
         return projection
 
     def call(self, inputs, training=False):
+        self._check_input_dtype(inputs.dtype)
         x = inputs
         if self.data_format == "channels_first":
             x = ops.moveaxis(x, 1, -1)
@@ -332,6 +344,7 @@ class BaseSelfAttention(keras.layers.Layer):
         return output_shape, scores_shape
 
     def compute_output_spec(self, inputs, training=False):
+        self._check_input_dtype(inputs.dtype)
         shapes = self.compute_output_shape(inputs.shape)
         if not self.return_attention_scores:
             return keras.KerasTensor(shapes, dtype=self.compute_dtype)
@@ -369,6 +382,16 @@ class BaseSelfAttention(keras.layers.Layer):
             ),
         }
         return {**super().get_config(), **config}
+
+    @classmethod
+    def from_config(cls, config):
+        # Keras' default turns every constructor error into a generic
+        # `TypeError`; a bad value in a saved config should instead raise our
+        # `ValueError`, which names the argument.
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
 
 
 def _default_channels(channels, num_heads):
