@@ -1,0 +1,50 @@
+"""Backend-specific test utilities; the only test module that touches
+private `keras.src` (for Keras' own `run_layer_test`)."""
+
+import keras
+import numpy as np
+from keras.src import testing
+
+BACKEND = keras.backend.backend()
+
+
+class KerasTestCase(testing.TestCase):
+    """Keras' own test case, for `run_layer_test`."""
+
+
+def trainable_gradients(layer, inputs, loss_fn=None):
+    """Gradients of `loss_fn(layer(inputs))` for each trainable weight.
+
+    Returns a dict mapping `weight.path` to a NumPy array. The default loss
+    is the sum of squared outputs.
+    """
+    loss_fn = loss_fn or (lambda outputs: keras.ops.sum(outputs**2))
+    weights = layer.trainable_weights
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn(layer(inputs))
+        grads = tape.gradient(loss, [w.value for w in weights])
+    elif BACKEND == "jax":
+        import jax
+
+        values = [w.value for w in weights]
+        others = [w.value for w in layer.non_trainable_weights]
+
+        def loss_of(trainable):
+            outputs, _ = layer.stateless_call(trainable, others, inputs)
+            return loss_fn(outputs)
+
+        grads = jax.grad(loss_of)(values)
+    elif BACKEND == "torch":
+        loss = loss_fn(layer(inputs))
+        grads = __import__("torch").autograd.grad(
+            loss, [w.value for w in weights], allow_unused=True
+        )
+    else:
+        raise NotImplementedError(BACKEND)
+    return {
+        w.path: np.zeros(w.shape) if g is None else keras.ops.convert_to_numpy(g)
+        for w, g in zip(weights, grads)
+    }
