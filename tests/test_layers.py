@@ -199,10 +199,11 @@ def test_spectral_norm_inference_matches_training_after_fit():
     assert np.abs(u_after - u_before).max() > 0, "u was never updated"
     predicted = model.predict(x, verbose=0)
     eager_inference = keras.ops.convert_to_numpy(model(x, training=False))
+    # The reference reads `u` before the training call below updates it.
+    expected, _ = reference_self_attention(layer, x)
     eager_training = keras.ops.convert_to_numpy(model(x, training=True))
     np.testing.assert_allclose(predicted, eager_inference, atol=1e-5)
     np.testing.assert_allclose(eager_training, eager_inference, atol=1e-5)
-    expected, _ = reference_self_attention(layer, x)
     np.testing.assert_allclose(
         predicted, expected.mean(axis=(1, 2)), atol=1e-4, rtol=1e-4
     )
