@@ -251,7 +251,12 @@ CALL_CASES = [
         TypeError,
         "inputs.dtype=int32",
     ),
-    ("both_head_spellings", _conv2d_both_head_spellings, ValueError, "num_head"),
+    (
+        "both_head_spellings",
+        _conv2d_both_head_spellings,
+        ValueError,
+        "num_head",
+    ),
     (
         "pool_size_wrong_length_3d",
         lambda: SelfAttention3D(pool_size=(2, 2)),

@@ -278,7 +278,12 @@ def small_state(**changes):
 
 BAD_STATES = [
     ("missing_gamma", small_state(gamma=None), ValueError, "gamma"),
-    ("missing_weight", small_state(**{"g.weight": None}), ValueError, "g.weight"),
+    (
+        "missing_weight",
+        small_state(**{"g.weight": None}),
+        ValueError,
+        "g.weight",
+    ),
     (
         "unexpected_name",
         small_state(**{"theta.scale": np.ones(1)}),
@@ -357,7 +362,13 @@ BAD_LAYERS = [
     ("not_a_layer", {}, "dense", TypeError, "layer"),
     ("heads", {"pool_size": 2, "num_heads": 2}, None, ValueError, "num_heads"),
     ("no_pool", {}, None, ValueError, "pool_size"),
-    ("scale", {"pool_size": 2, "use_scale": True}, None, ValueError, "use_scale"),
+    (
+        "scale",
+        {"pool_size": 2, "use_scale": True},
+        None,
+        ValueError,
+        "use_scale",
+    ),
     (
         "spectral_norm",
         {"pool_size": 2, "spectral_norm": True},
