@@ -49,7 +49,9 @@ def load_biggan_attention(
     and key/value channels read from the weights (`C // 8` and `C // 2` in
     BigGAN). Both number the positions row-major, so a `"channels_first"`
     layer gives the block's outputs on the same input, and a
-    `"channels_last"` layer gives them on the transposed input.
+    `"channels_last"` layer gives them on the transposed input. The block
+    needs even map sizes; on odd sizes the layer still works, pooling with
+    `"same"` padding (the last row/column forms its own window).
 
     Three weight forms are understood, per convolution:
 
@@ -59,7 +61,7 @@ def load_biggan_attention(
       iteration started at the stored `u0`, leaving `u0` untouched; `sv0` is
       only a log of the last *training* step's sigma, taken before that
       step's weight update, so it does not reproduce the block's outputs
-      and is ignored. We compute that same inference sigma;
+      and is ignored. The import computes that same inference sigma;
     - `torch.nn.utils.spectral_norm` (`weight_orig`, `weight_u`,
       `weight_v`) or its `parametrizations` form, whose inference sigma is
       `u . (W v)` from the stored vectors, without iteration.
@@ -93,11 +95,17 @@ def load_biggan_attention(
 
     Example:
 
-    ```python
-    # module: a trained BigGAN-PyTorch `layers.Attention(ch=64)`.
-    layer = load_biggan_attention(module.state_dict())
-    outputs = layer(np.transpose(images_nchw, (0, 2, 3, 1)))
-    ```
+    >>> rng = np.random.default_rng(0)
+    >>> state = {  # e.g. `Attention(ch=64).state_dict()` in BigGAN-PyTorch
+    ...     "theta.weight": rng.normal(size=(8, 64, 1, 1)),
+    ...     "phi.weight": rng.normal(size=(8, 64, 1, 1)),
+    ...     "g.weight": rng.normal(size=(32, 64, 1, 1)),
+    ...     "o.weight": rng.normal(size=(64, 32, 1, 1)),
+    ...     "gamma": np.array(0.1),
+    ... }
+    >>> layer = load_biggan_attention(state, data_format="channels_first")
+    >>> layer(np.zeros((1, 64, 16, 16), "float32")).shape
+    (1, 64, 16, 16)
 
     Reference:
         - [Brock et al., 2018](https://arxiv.org/abs/1809.11096) (BigGAN)
@@ -196,22 +204,11 @@ def _weight_matrix(key, weight):
 
 def _normalized_kernel(state, conv, used):
     """`W / sigma` of one convolution as our `(in, out)` kernel."""
-    for weight_name, u_name, v_name in TORCH_SPECTRAL_NORM_NAMES:
-        if f"{conv}.{weight_name}" in state:
-            weight = _weight_matrix(
-                f"{conv}.{weight_name}",
-                _take(state, f"{conv}.{weight_name}", used),
-            )
-            u = _take(state, f"{conv}.{u_name}", used).reshape(-1)
-            v = _take(state, f"{conv}.{v_name}", used).reshape(-1)
-            _check_vector(f"{conv}.{u_name}", u, weight.shape[0])
-            _check_vector(f"{conv}.{v_name}", v, weight.shape[1])
-            # torch caches the plain `weight` too in some versions: unused.
-            used.add(f"{conv}.weight")
-            return (weight / (u @ weight @ v)).T
-    weight = _weight_matrix(
-        f"{conv}.weight", _take(state, f"{conv}.weight", used)
-    )
+    for names in TORCH_SPECTRAL_NORM_NAMES:
+        if f"{conv}.{names[0]}" in state:
+            return _torch_normalized_kernel(state, conv, names, used)
+    key = f"{conv}.weight"
+    weight = _weight_matrix(key, _take(state, key, used))
     if f"{conv}.u0" not in state:
         return weight.T
     u = _take(state, f"{conv}.u0", used).reshape(-1)
@@ -220,6 +217,18 @@ def _normalized_kernel(state, conv, used):
     # enter BigGAN's inference weight.
     used.update(key for key in state if _is_biggan_buffer(key, conv))
     return (weight / _biggan_sigma(weight, u)).T
+
+
+def _torch_normalized_kernel(state, conv, names, used):
+    """`W / sigma` from torch's spectral norm, whose inference sigma is
+    `u . (W v)` with the stored vectors (no power iteration in eval)."""
+    weight_key, u_key, v_key = (f"{conv}.{name}" for name in names)
+    weight = _weight_matrix(weight_key, _take(state, weight_key, used))
+    u = _take(state, u_key, used).reshape(-1)
+    v = _take(state, v_key, used).reshape(-1)
+    _check_vector(u_key, u, weight.shape[0])
+    _check_vector(v_key, v, weight.shape[1])
+    return (weight / (u @ weight @ v)).T
 
 
 def _is_biggan_buffer(key, conv):
