@@ -1,0 +1,205 @@
+"""Data-parallel training of a small SelfAttention2D model with Keras' own
+engines, compared with single-device training on the same data.
+
+- TensorFlow: `tf.distribute.MirroredStrategy`.
+- JAX: `keras.distribution.DataParallel`.
+
+Each replica gets a slice of every global batch and the gradients are
+averaged across replicas, so a data-parallel step equals a single-device
+step on the whole batch up to float rounding. The script trains the same
+model (same initial weights, same batches) both ways and prints the losses
+as JSON, with and without spectral normalization.
+
+On a machine with several GPUs or TPU cores the same code uses all of them.
+On a CPU-only machine it splits the CPU into `--devices` logical devices,
+which must happen before the backend starts; hence the backend is chosen
+on the command line, not by `KERAS_BACKEND`:
+
+    python examples/distributed_training.py --backend tensorflow
+    python examples/distributed_training.py --backend jax --devices 2
+"""
+
+import argparse
+import json
+import os
+
+BATCH_SIZE = 8  # global batch: each of two replicas gets 4 images
+NUM_SAMPLES = 32
+EPOCHS = 2
+MAP_SHAPE = (12, 12, 3)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=("tensorflow", "jax"), required=True)
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=2,
+        help="logical CPU devices to create when no accelerator is present",
+    )
+    return parser.parse_args(argv)
+
+
+def split_host_devices(backend, count):
+    """Makes `count` CPU devices; must run before the backend is imported."""
+    os.environ["KERAS_BACKEND"] = backend
+    if backend == "jax":
+        # Affects only the host (CPU) platform; GPUs and TPUs are unchanged.
+        flags = os.environ.get("XLA_FLAGS", "")
+        flag = f"--xla_force_host_platform_device_count={count}"
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+        return
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * count
+    )
+
+
+def make_data():
+    """A fixed regression task: predict the mean of each map's centre."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(NUM_SAMPLES, *MAP_SHAPE)).astype("float32")
+    targets = images[:, 4:8, 4:8].mean(axis=(1, 2, 3))[:, None]
+    return images, targets
+
+
+def build_model(spectral_norm):
+    import keras
+
+    from conv_self_attention import SelfAttention2D
+
+    inputs = keras.Input(MAP_SHAPE)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = SelfAttention2D(
+        num_heads=2, pool_size=2, gamma=0.5, spectral_norm=spectral_norm
+    )(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(1)(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    return model
+
+
+def step_loss_recorder(losses):
+    """A callback appending the running loss after every training step."""
+    import keras
+
+    class StepLosses(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            losses.append(float(logs["loss"]))
+
+    return StepLosses()
+
+
+def train(model, data):
+    """Fits on the same batches in the same order.
+
+    Returns the step losses and every final weight (the spectral norm's
+    power-iteration state included).
+    """
+    images, targets = data
+    losses = []
+    model.fit(
+        images,
+        targets,
+        batch_size=BATCH_SIZE,
+        epochs=EPOCHS,
+        shuffle=False,
+        verbose=0,
+        callbacks=[step_loss_recorder(losses)],
+    )
+    return losses, model.get_weights()
+
+
+def train_tensorflow(data, initial_weights, spectral_norm, parallel):
+    import tensorflow as tf
+
+    if not parallel:
+        model = build_model(spectral_norm)
+        model.set_weights(initial_weights)
+        return train(model, data)
+    # With no argument MirroredStrategy takes every GPU (or the CPU).
+    devices = [device.name for device in tf.config.list_logical_devices("GPU")]
+    if not devices:
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        model = build_model(spectral_norm)
+        model.set_weights(initial_weights)
+    return train(model, data), strategy.num_replicas_in_sync
+
+
+def train_jax(data, initial_weights, spectral_norm, parallel):
+    import keras
+
+    if not parallel:
+        keras.distribution.set_distribution(None)
+        model = build_model(spectral_norm)
+        model.set_weights(initial_weights)
+        return train(model, data)
+    # With no argument DataParallel takes every accelerator (or the CPUs).
+    distribution = keras.distribution.DataParallel()
+    keras.distribution.set_distribution(distribution)
+    try:
+        model = build_model(spectral_norm)
+        model.set_weights(initial_weights)
+        return train(model, data), len(distribution.device_mesh.devices)
+    finally:
+        keras.distribution.set_distribution(None)
+
+
+def compare(backend):
+    """Single-device and data-parallel step losses, per configuration."""
+    import keras
+
+    run = train_tensorflow if backend == "tensorflow" else train_jax
+    data = make_data()
+    results = {"backend": backend}
+    for spectral_norm in (False, True):
+        keras.utils.set_random_seed(0)
+        initial_weights = build_model(spectral_norm).get_weights()
+        single, single_weights = run(
+            data, initial_weights, spectral_norm, parallel=False
+        )
+        (parallel, parallel_weights), replicas = run(
+            data, initial_weights, spectral_norm, parallel=True
+        )
+        name = "spectral_norm" if spectral_norm else "plain"
+        results[name] = {
+            "single": single,
+            "parallel": parallel,
+            "max_weight_difference": max_difference(
+                single_weights, parallel_weights
+            ),
+            "max_weight_change": max_difference(
+                initial_weights, single_weights
+            ),
+        }
+        results["replicas"] = replicas
+    return results
+
+
+def max_difference(weights, other_weights):
+    """Largest absolute difference over two lists of weight arrays."""
+    return max(
+        float(abs(weight - other).max())
+        for weight, other in zip(weights, other_weights)
+    )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    split_host_devices(args.backend, args.devices)
+    results = compare(args.backend)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
