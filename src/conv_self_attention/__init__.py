@@ -1,5 +1,6 @@
 """SAGAN-style self-attention over convolutional feature maps for Keras 3."""
 
+from conv_self_attention.convert import load_biggan_attention
 from conv_self_attention.kernels import attention
 from conv_self_attention.layers import BaseSelfAttention
 from conv_self_attention.layers import SelfAttention1D
