@@ -1,0 +1,440 @@
+"""Look inside a trained self-attention layer: maps, plots and gamma logs.
+
+The layer's scores have shape `(batch, num_heads, N, M)`: `N` query
+positions numbered row-major over the input map and `M` key/value positions
+numbered row-major over the key/value grid. With pooling that grid is
+smaller than the input map, and `M` alone does not say its shape, so the
+helpers here take the input spatial shape and `pool_size` (or the layer,
+which knows its `pool_size`).
+
+Plotting needs matplotlib (`pip install conv-self-attention[viz]`); it is
+imported only when a plot is drawn.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+from conv_self_attention.layers import BaseSelfAttention
+from conv_self_attention.layers import key_value_grid
+from conv_self_attention.layers.grid import normalize_pool_size
+
+
+def query_index(position, spatial_shape):
+    """Returns the row-major index of a query position.
+
+    Args:
+        position: one int per spatial axis, e.g. `(row, col)`.
+        spatial_shape: the spatial shape of the layer's input, e.g.
+            `(16, 16)`.
+
+    Returns:
+        The index `n` of that position along the `N` axis of the scores.
+
+    Example:
+
+    >>> query_index((1, 2), (3, 4))
+    6
+    """
+    position = _int_tuple("position", position)
+    spatial_shape = _int_tuple("spatial_shape", spatial_shape)
+    if len(position) != len(spatial_shape) or not all(
+        0 <= index < size for index, size in zip(position, spatial_shape)
+    ):
+        raise ValueError(
+            "Each coordinate of `position` must lie in `[0, size)` of the "
+            f"matching axis of `spatial_shape={spatial_shape}`. "
+            f"Received: position={position}"
+        )
+    return int(np.ravel_multi_index(position, spatial_shape))
+
+
+def query_position(index, spatial_shape):
+    """Returns the position (e.g. `(row, col)`) of a row-major query index.
+
+    The inverse of `query_index`.
+
+    Example:
+
+    >>> query_position(6, (3, 4))
+    (1, 2)
+    """
+    spatial_shape = _int_tuple("spatial_shape", spatial_shape)
+    size = math.prod(spatial_shape)
+    if not _is_int(index) or not 0 <= index < size:
+        raise ValueError(
+            f"`index` must be an int in `[0, {size})` for "
+            f"`spatial_shape={spatial_shape}`. Received: index={index!r}"
+        )
+    return tuple(int(i) for i in np.unravel_index(index, spatial_shape))
+
+
+def attention_maps(
+    scores, spatial_shape=None, pool_size=None, *, layer=None, query=None
+):
+    """Reshapes attention scores into spatial maps over the key/value grid.
+
+    Args:
+        scores: `(batch, num_heads, N, M)` scores, as returned by a layer
+            built with `return_attention_scores=True` (tensor or array).
+        spatial_shape: spatial shape of the layer's input, e.g. `(16, 16)`.
+            May be omitted when `layer` was called on a symbolic input.
+        pool_size: the layer's `pool_size`. Taken from `layer` if given.
+        layer: optional self-attention layer that produced `scores`.
+        query: optional query position (e.g. `(row, col)`) or row-major
+            index: return only the maps of that query.
+
+    Returns:
+        A NumPy array of shape `(batch, num_heads, *spatial, *kv_grid)`, or
+        `(batch, num_heads, *kv_grid)` when `query` is given, where
+        `kv_grid = key_value_grid(spatial_shape, pool_size)`.
+
+    Example:
+
+    >>> scores = np.full((1, 2, 16, 4), 0.25)  # 4x4 input, pool_size=2
+    >>> attention_maps(scores, (4, 4), pool_size=2, query=(0, 3)).shape
+    (1, 2, 2, 2)
+    """
+    spatial_shape, pool_size = _resolve_grid(spatial_shape, pool_size, layer)
+    grid = key_value_grid(spatial_shape, pool_size)
+    scores = np.asarray(keras.ops.convert_to_numpy(scores))
+    expected = (math.prod(spatial_shape), math.prod(grid))
+    if scores.ndim != 4 or scores.shape[2:] != expected:
+        raise ValueError(
+            "`scores` must have shape `(batch, num_heads, N, M)` with "
+            f"(N, M) = {expected} for spatial_shape={spatial_shape} and "
+            f"pool_size={pool_size}. Received: scores.shape={scores.shape}"
+        )
+    if query is None:
+        return scores.reshape(scores.shape[:2] + spatial_shape + grid)
+    if not _is_int(query):
+        query = query_index(query, spatial_shape)
+    else:
+        query_position(query, spatial_shape)  # Validates the index.
+    return scores[:, :, query].reshape(scores.shape[:2] + grid)
+
+
+def upsample_attention_map(attention_map, spatial_shape, pool_size=None):
+    """Spreads maps over the key/value grid back onto the input map.
+
+    Each key/value cell is the max-pool of a `pool_size` block of the input;
+    every input position gets the weight of the cell that covers it. With
+    `padding="same"` the blocks start at `-(pad // 2)`, where
+    `pad = grid * pool - size`, so the repeated map is cropped by the same
+    offset (the extra row/column of odd sizes sits at the end).
+
+    Args:
+        attention_map: array `(..., *kv_grid)`.
+        spatial_shape: spatial shape of the layer's input.
+        pool_size: the layer's `pool_size` (`None`: returned unchanged).
+
+    Returns:
+        A NumPy array `(..., *spatial_shape)`.
+    """
+    spatial_shape = _int_tuple("spatial_shape", spatial_shape)
+    attention_map = np.asarray(keras.ops.convert_to_numpy(attention_map))
+    grid = key_value_grid(spatial_shape, pool_size)
+    rank = len(spatial_shape)
+    if attention_map.shape[attention_map.ndim - rank :] != grid:
+        raise ValueError(
+            f"The last {rank} axes of `attention_map` must be the key/value "
+            f"grid {grid}. Received: attention_map.shape="
+            f"{attention_map.shape}"
+        )
+    if pool_size is None:
+        return attention_map
+    pools = normalize_pool_size(pool_size, rank)
+    lead = attention_map.ndim - rank
+    for axis, (size, cells, pool) in enumerate(zip(spatial_shape, grid, pools)):
+        start = (cells * pool - size) // 2
+        attention_map = np.repeat(attention_map, pool, axis=lead + axis)
+        attention_map = np.take(
+            attention_map, range(start, start + size), axis=lead + axis
+        )
+    return attention_map
+
+
+def plot_attention_maps(
+    image,
+    scores,
+    queries,
+    spatial_shape=None,
+    pool_size=None,
+    *,
+    layer=None,
+    sample=0,
+    title=None,
+    cmap="magma",
+    alpha=0.65,
+):
+    """Draws, for each query, every head's attention map over the image.
+
+    One row per query. The first column shows the image with the query
+    marked; then one column per head shows the map (upsampled for pooled
+    keys, see `upsample_attention_map`) overlaid on the image, with a
+    colorbar of attention weights shared by the row. The image may be
+    larger than the layer's input map (an intermediate layer): maps and
+    markers are stretched onto the image.
+
+    Args:
+        image: `(height, width)`, `(height, width, 1)` or
+            `(height, width, 3)` array: the picture to draw on.
+        scores: `(batch, num_heads, N, M)` scores of a 2D layer.
+        queries: list of `(row, col)` positions on the layer's input map.
+        spatial_shape: `(rows, cols)` of the layer's input map. May be
+            omitted when `layer` was called on a symbolic input.
+        pool_size: the layer's `pool_size`. Taken from `layer` if given.
+        layer: optional self-attention layer that produced `scores`.
+        sample: which item of the batch to draw. Defaults to `0`.
+        title: figure title. Defaults to a description of the maps.
+        cmap: matplotlib colormap of the maps. Defaults to `"magma"`.
+        alpha: opacity of the maps over the image. Defaults to `0.65`.
+
+    Returns:
+        A `matplotlib.figure.Figure`.
+    """
+    import matplotlib.pyplot as plt
+
+    spatial_shape, pool_size = _resolve_grid(spatial_shape, pool_size, layer)
+    if len(spatial_shape) != 2:
+        raise ValueError(
+            "`plot_attention_maps` draws 2D maps only. Received: "
+            f"spatial_shape={spatial_shape}"
+        )
+    image = _as_image(image)
+    queries = [tuple(query) for query in queries]
+    if not queries:
+        raise ValueError("`queries` must name at least one position.")
+    maps = [
+        attention_maps(scores, spatial_shape, pool_size, query=query)[sample]
+        for query in queries
+    ]
+    heads = maps[0].shape[0]
+    figure, axes = plt.subplots(
+        len(queries),
+        heads + 1,
+        figsize=(2.6 * (heads + 1) + 0.8, 2.5 * len(queries)),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for row, (query, query_maps) in enumerate(zip(queries, maps)):
+        upsampled = upsample_attention_map(query_maps, spatial_shape, pool_size)
+        _draw_query_row(
+            axes[row], image, query, upsampled, spatial_shape, cmap, alpha
+        )
+    if title is None:
+        title = (
+            f"Attention of {heads} head(s) on a {spatial_shape[0]}x"
+            f"{spatial_shape[1]} map (pool_size={pool_size})"
+        )
+    figure.suptitle(title)
+    return figure
+
+
+def _draw_query_row(axes, image, query, maps, spatial_shape, cmap, alpha):
+    """One row of `plot_attention_maps`: the image, then one map per head."""
+    height, width = image.shape[:2]
+    # Maps and markers live on the layer's grid; `extent` stretches them
+    # over the image's pixels, whatever its resolution.
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+    marker_y = (query[0] + 0.5) * height / spatial_shape[0] - 0.5
+    marker_x = (query[1] + 0.5) * width / spatial_shape[1] - 0.5
+    image_kwargs = {"cmap": "gray", "extent": extent}
+    axes[0].imshow(image, **image_kwargs)
+    grid = "x".join(str(size) for size in spatial_shape)
+    axes[0].set_title(f"query {query} on the {grid} map", fontsize=10)
+    axes[0].set_ylabel("row")
+    # One color scale per row, spanning its maps: nearly uniform attention
+    # still shows its structure, and the colorbar gives the true values.
+    vmin, vmax = float(maps.min()), float(maps.max())
+    for head, axis in enumerate(axes[1:]):
+        axis.imshow(image, **image_kwargs)
+        artist = axis.imshow(
+            maps[head], cmap=cmap, alpha=alpha, vmin=vmin,
+            vmax=max(vmax, vmin + 1e-9), extent=extent,
+            interpolation="nearest",
+        )
+        axis.set_title(f"head {head}")
+    for axis in axes:
+        axis.plot(marker_x, marker_y, marker="x", color="cyan", ms=9, mew=2)
+        axis.set_xlabel("column")
+    colorbar = axes[0].figure.colorbar(artist, ax=list(axes[1:]), shrink=0.9)
+    colorbar.set_label("attention weight")
+
+
+def attention_scores_model(model, layer):
+    """Builds a model from `model`'s inputs to `layer`'s attention scores.
+
+    `layer` was typically built with `return_attention_scores=False`. This
+    makes a twin layer with the same config but
+    `return_attention_scores=True`, calls it on `layer`'s symbolic input
+    (so everything upstream is shared with `model`) and copies `layer`'s
+    current weights into it. The twin is a snapshot: build the scores model
+    again after further training.
+
+    Args:
+        model: a functional or sequential `keras.Model` containing `layer`.
+        layer: a self-attention layer of `model`, called once.
+
+    Returns:
+        A `keras.Model` mapping `model.inputs` to scores of shape
+        `(batch, num_heads, N, M)`.
+
+    Example:
+
+    ```python
+    scores = attention_scores_model(model, model.layers[1]).predict(x)
+    maps = attention_maps(scores, layer=model.layers[1], query=(4, 4))
+    ```
+    """
+    if not isinstance(layer, BaseSelfAttention):
+        raise TypeError(
+            "`layer` must be a self-attention layer of this package. "
+            f"Received: layer={layer!r}"
+        )
+    config = layer.get_config()
+    config.update(return_attention_scores=True, name=f"{layer.name}_scores")
+    twin = type(layer).from_config(config)
+    _, scores = twin(layer.input)
+    twin.set_weights(layer.get_weights())
+    return keras.Model(model.inputs, scores, name=f"{model.name}_scores")
+
+
+def attention_layers(model):
+    """Returns `(path, layer)` for every self-attention layer in `model`.
+
+    Nested models are searched too; `path` is the layer's name prefixed by
+    the names of the nested models that contain it, joined by `/`.
+    """
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, BaseSelfAttention):
+            found.append((layer.name, layer))
+        elif getattr(layer, "layers", None):
+            found.extend(
+                (f"{layer.name}/{path}", inner)
+                for path, inner in attention_layers(layer)
+            )
+    return found
+
+
+def gamma_values(model, prefix="gamma/"):
+    """Returns `{prefix + path: gamma}` for each self-attention layer.
+
+    `path` is as in `attention_layers`; values are python floats.
+    """
+    return {
+        f"{prefix}{path}": float(keras.ops.convert_to_numpy(layer.gamma))
+        for path, layer in attention_layers(model)
+        if layer.built
+    }
+
+
+@keras.saving.register_keras_serializable(package="conv_self_attention")
+class GammaLogger(keras.callbacks.Callback):
+    """Adds each self-attention layer's `gamma` to the epoch logs.
+
+    `gamma` scales what attention adds to the layer's shortcut, and starts
+    at 0 in SAGAN: its value is the simplest sign of whether a model uses
+    attention at all. The values land in `History` (e.g.
+    `history.history["gamma/self_attention2d"]`) and, when this callback is
+    listed before `keras.callbacks.TensorBoard`, in TensorBoard.
+
+    Args:
+        prefix: prefix of the log keys. Defaults to `"gamma/"`.
+
+    Example:
+
+    ```python
+    history = model.fit(x, y, epochs=3, callbacks=[GammaLogger()])
+    print({k: v for k, v in history.history.items() if "gamma" in k})
+    ```
+    """
+
+    def __init__(self, prefix="gamma/"):
+        super().__init__()
+        if not isinstance(prefix, str):
+            raise TypeError(
+                f"`prefix` must be a string. Received: prefix={prefix!r}"
+            )
+        self.prefix = prefix
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Keras hands the same dict to every callback, so writing into it
+        # is what makes the values reach History and TensorBoard.
+        if logs is not None:
+            logs.update(gamma_values(self.model, self.prefix))
+
+    def get_config(self):
+        return {"prefix": self.prefix}
+
+
+def _resolve_grid(spatial_shape, pool_size, layer):
+    """Returns `(spatial_shape, pool_size)` from the arguments or `layer`."""
+    if layer is not None:
+        if not isinstance(layer, BaseSelfAttention):
+            raise TypeError(
+                "`layer` must be a self-attention layer of this package. "
+                f"Received: layer={layer!r}"
+            )
+        if pool_size is not None and layer.pool_size != normalize_pool_size(
+            pool_size, layer.rank
+        ):
+            raise ValueError(
+                "`pool_size` disagrees with `layer.pool_size="
+                f"{layer.pool_size}`. Received: pool_size={pool_size}"
+            )
+        pool_size = layer.pool_size
+        if spatial_shape is None:
+            spatial_shape = _layer_spatial_shape(layer)
+    if spatial_shape is None:
+        raise ValueError(
+            "`spatial_shape` is required unless `layer` was called on a "
+            "symbolic input of known size. Received: spatial_shape=None"
+        )
+    spatial_shape = _int_tuple("spatial_shape", spatial_shape)
+    key_value_grid(spatial_shape, pool_size)  # Validates `pool_size`.
+    return spatial_shape, pool_size
+
+
+def _layer_spatial_shape(layer):
+    try:
+        shape = tuple(layer.input.shape)
+    except (AttributeError, ValueError):
+        return None
+    spatial = shape[1:-1] if layer.data_format == "channels_last" else shape[2:]
+    return None if None in spatial else spatial
+
+
+def _as_image(image):
+    image = np.asarray(keras.ops.convert_to_numpy(image), dtype="float32")
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
+        raise ValueError(
+            "`image` must have shape (height, width), (height, width, 1) or "
+            f"(height, width, 3). Received: image.shape={image.shape}"
+        )
+    if image.ndim == 3:
+        # RGB needs [0, 1]; rescale whatever range the model used.
+        low, high = float(image.min()), float(image.max())
+        image = (image - low) / ((high - low) or 1.0)
+    return image
+
+
+def _int_tuple(name, value):
+    try:
+        values = tuple(value)
+    except TypeError:
+        values = None
+    if not values or not all(_is_int(v) for v in values):
+        raise ValueError(
+            f"`{name}` must be a non-empty tuple of ints. "
+            f"Received: {name}={value!r}"
+        )
+    return tuple(int(v) for v in values)
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
