@@ -15,6 +15,19 @@ except ImportError:
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from hypothesis import HealthCheck  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# The project's hypothesis profile (DESIGN.md): few examples, the same ones on
+# every run, and no deadline since a new shape pays for tracing/compiling.
+settings.register_profile(
+    "conv_self_attention",
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("conv_self_attention")
 
 BACKEND = keras.backend.backend()
 
