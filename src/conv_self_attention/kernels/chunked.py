@@ -44,6 +44,9 @@ def chunked_attention(query, key, value, scale, chunk_size=None):
     in `value.dtype`, computed in float32."""
     if chunk_size is None:
         chunk_size = default_chunk_size(key.shape[1])
+    if query.shape[1] is not None:
+        # A block larger than N would only pad N with wasted rows.
+        chunk_size = max(1, min(chunk_size, query.shape[1]))
     module_name = _BACKEND_MODULES.get(keras.backend.backend())
     # (B, N, h, d) -> (B, h, N, d): blocks then slice a contiguous axis.
     query, key, float_value = (
