@@ -325,10 +325,14 @@ def gamma_values(model, prefix="gamma/"):
     `path` is as in `attention_layers`; values are python floats.
     """
     return {
-        f"{prefix}{path}": float(keras.ops.convert_to_numpy(layer.gamma))
+        f"{prefix}{path}": _scalar(layer.gamma)
         for path, layer in attention_layers(model)
         if layer.built
     }
+
+
+def _scalar(variable):
+    return float(keras.ops.convert_to_numpy(variable.value))
 
 
 @keras.saving.register_keras_serializable(package="conv_self_attention")

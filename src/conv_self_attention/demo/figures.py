@@ -23,12 +23,16 @@ def sample_grid(images, path, title, columns=8):
     """Saves images `(n, h, w, 1)` in [-1, 1] as one titled grid."""
     count, height, width = images.shape[:3]
     rows = -(-count // columns)
-    canvas = np.full((rows * (height + 1) + 1, columns * (width + 1) + 1), -1.0)
+    # Mid-gray 1-pixel gutters keep the black backgrounds apart.
+    canvas = np.zeros((rows * (height + 1) + 1, columns * (width + 1) + 1))
     for index, image in enumerate(images[..., 0]):
         top = 1 + (index // columns) * (height + 1)
         left = 1 + (index % columns) * (width + 1)
         canvas[top : top + height, left : left + width] = image
-    figure, axis = plt.subplots(figsize=(columns * 0.5 + 1.2, rows * 0.5 + 0.8))
+    figure, axis = plt.subplots(
+        figsize=(columns * 0.5 + 1.6, rows * 0.5 + 0.6),
+        constrained_layout=True,
+    )
     artist = axis.imshow(canvas, cmap="gray", vmin=-1.0, vmax=1.0)
     axis.set_title(title)
     axis.set_axis_off()
@@ -46,7 +50,7 @@ def gan_losses(histories, path):
             axis.plot(_moving_average(values, 20), label=label,
                       color=axis.lines[-1].get_color())
     for axis, name in zip(axes, ("Discriminator", "Generator")):
-        axis.set_title(f"{name} hinge loss (faint: per step; line: 20-step mean)")
+        axis.set_title(f"{name} hinge loss (line: mean of 20 steps)")
         axis.set_xlabel("training step (one D step + one G step)")
         axis.set_ylabel("loss")
         axis.legend()
@@ -111,9 +115,12 @@ def pick_queries(image, spatial_shape):
 
 
 def _block_mean(image, spatial_shape):
-    rows, cols = image.shape[0] // spatial_shape[0], image.shape[1] // spatial_shape[1]
-    trimmed = image[: rows * spatial_shape[0], : cols * spatial_shape[1]]
-    return trimmed.reshape(spatial_shape[0], rows, spatial_shape[1], cols).mean((1, 3))
+    """Averages the image over the pixels of each cell of the grid."""
+    grid_rows, grid_cols = spatial_shape
+    rows, cols = image.shape[0] // grid_rows, image.shape[1] // grid_cols
+    trimmed = image[: rows * grid_rows, : cols * grid_cols]
+    blocks = trimmed.reshape(grid_rows, rows, grid_cols, cols)
+    return blocks.mean(axis=(1, 3))
 
 
 def _moving_average(values, window):

@@ -31,7 +31,7 @@ class Settings:
     """The budget of one run; `--quick` shrinks every part of it."""
 
     classifier_epochs: int = 15
-    gan_epochs: int = 40
+    gan_epochs: int = 60
     gan_steps_per_epoch: int = None  # None: one pass over the data.
     generated_samples: int = 1000
     batch_size: int = 64

@@ -1,0 +1,194 @@
+"""Tests of the demo: its parts per backend, and a `--quick` run once."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import conv_self_attention
+from conv_self_attention.demo import cli
+from conv_self_attention.demo import data
+from conv_self_attention.demo import frechet
+from conv_self_attention.demo import gan
+from conv_self_attention.demo import networks
+
+
+def test_frechet_distance_of_a_set_to_itself_is_zero():
+    features = np.random.default_rng(0).normal(size=(300, 5))
+    assert frechet.frechet_distance(features, features) == pytest.approx(
+        0.0, abs=1e-6
+    )
+
+
+def test_frechet_distance_of_an_affine_copy():
+    # b = 2a + 1: |mu_a - mu_b|^2 = |mu_a + 1|^2, S_b = 4 S_a and
+    # Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) = Tr(S_a + 4 S_a - 4 S_a) = Tr(S_a).
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(400, 4)) @ rng.normal(size=(4, 4))
+    expected = np.sum((a.mean(0) + 1.0) ** 2) + np.trace(np.cov(a.T))
+    assert frechet.frechet_distance(a, 2.0 * a + 1.0) == pytest.approx(
+        expected, rel=1e-6
+    )
+
+
+def test_frechet_distance_rejects_mismatched_features():
+    with pytest.raises(ValueError, match=r"\(3, 2\) and \(3, 4\)"):
+        frechet.frechet_distance(np.zeros((3, 2)), np.zeros((3, 4)))
+
+
+def test_digits_are_upsampled_into_minus_one_one():
+    dataset = data.load_digits()
+    assert dataset.x_train.shape == (1347, 16, 16, 1)
+    assert dataset.x_test.shape == (450, 16, 16, 1)
+    assert dataset.x_train.min() == -1.0 and dataset.x_train.max() == 1.0
+    assert dataset.x_train.dtype == np.float32
+
+
+def test_mnist_without_cached_file_gives_a_clear_message(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert data.mnist_cache_path() == str(tmp_path / "datasets" / "mnist.npz")
+    assert cli.main(["--dataset", "mnist"]) == 2
+    error = capsys.readouterr().err
+    assert "not cached" in error and "--dataset digits" in error
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--backend", "numpy"]])
+def test_cli_rejects_bad_options(argv):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(argv)
+
+
+def test_cli_defaults():
+    args = cli.build_parser().parse_args([])
+    assert args.dataset == "digits" and args.output_dir == "demo_output"
+    assert not args.quick and args.backend is None
+
+
+@pytest.mark.parametrize("attention", networks.ATTENTION_PLACES)
+def test_classifier_variants(attention):
+    model = networks.build_classifier(attention)
+    assert model.output_shape == (None, 10)
+    names = [layer.name for layer in model.layers]
+    assert ("attention" in names) == (attention != "none")
+    if attention == "first":
+        assert names.index("attention") == 1
+        assert model.get_layer("attention").output.shape[-1] == 8
+
+
+def test_classifier_rejects_unknown_place():
+    with pytest.raises(ValueError, match="attention='last'"):
+        networks.build_classifier("last")
+
+
+def test_spectral_conv_converges_to_unit_spectral_norm():
+    layer = networks.SpectralConv2D(8, 3)
+    x = np.ones((1, 6, 6, 4), "float32")
+    for _ in range(30):
+        layer(x, training=True)
+    kernel = ops.convert_to_numpy(layer.normalized_kernel(training=False))
+    sigma = np.linalg.svd(kernel.reshape(-1, 8), compute_uv=False)[0]
+    assert sigma == pytest.approx(1.0, rel=1e-3)
+    assert layer.compute_output_shape((None, 6, 6, 4)) == (None, 6, 6, 8)
+
+
+def _weights(model):
+    return [ops.convert_to_numpy(w.value).copy() for w in model.weights]
+
+
+def test_gan_step_updates_each_network_in_its_own_step():
+    """The backend-neutral trainer: D's step leaves G's weights alone and
+    G's step leaves D's trainable weights alone, on every backend."""
+    keras.utils.set_random_seed(0)
+    generator = networks.build_generator(attention=True)
+    discriminator = networks.build_discriminator(attention=True)
+    trainer = gan.GANTrainer(generator, discriminator)
+    real = np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 1))
+    trainer.train_step(real.astype("float32"))  # Builds both optimizers.
+
+    def trainable(model):
+        model_trainable = model.trainable
+        model.trainable = True
+        values = [ops.convert_to_numpy(w.value).copy()
+                  for w in model.trainable_weights]
+        model.trainable = model_trainable
+        return values
+
+    g_before, d_before = trainable(generator), trainable(discriminator)
+    d_loss, g_loss = trainer.train_step(real.astype("float32"))
+    assert np.isfinite(d_loss) and np.isfinite(g_loss)
+    g_after, d_after = trainable(generator), trainable(discriminator)
+    assert any(not np.array_equal(a, b) for a, b in zip(g_before, g_after))
+    assert any(not np.array_equal(a, b) for a, b in zip(d_before, d_after))
+    # Replay only the G step: D's trainable weights must not move.
+    d_frozen = trainable(discriminator)
+    discriminator.trainable = False
+    trainer.combined.train_on_batch(trainer.latent(8), np.ones((8, 1)))
+    for before, after in zip(d_frozen, trainable(discriminator)):
+        np.testing.assert_array_equal(before, after)
+    # Replay only the D step: G's weights must not move.
+    g_frozen = trainable(generator)
+    discriminator.trainable = True
+    fake = trainer.sampler.predict_on_batch(trainer.latent(8))
+    labels = np.concatenate([np.ones((8, 1)), -np.ones((8, 1))])
+    discriminator.train_on_batch(np.concatenate([real, fake]), labels)
+    for before, after in zip(g_frozen, trainable(generator)):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.once
+def test_quick_demo_writes_valid_results(tmp_path):
+    """`--quick` end to end in a fresh process on this pass's backend."""
+    image_module = pytest.importorskip("PIL.Image")
+    backend = keras.backend.backend()
+    source_root = pathlib.Path(conv_self_attention.__file__).parents[1]
+    environment = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(source_root), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    output_dir = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "conv_self_attention.demo", "--quick",
+        "--backend", backend, "--output-dir", str(output_dir),
+    ]
+    result = subprocess.run(
+        command, env=environment, capture_output=True, text=True,
+        timeout=900, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Demo results" in result.stdout
+    assert str(output_dir) in result.stdout
+
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["backend"] == backend
+    accuracy = metrics["classifier"]["test_accuracy"]
+    assert set(accuracy) == {"none", "first", "intermediate"}
+    assert all(0.0 <= value <= 1.0 for value in accuracy.values())
+    distances = metrics["gan"]["frechet_distance"]
+    assert all(np.isfinite(value) and value >= 0 for value in
+               distances.values())
+    assert "penultimate" in metrics["gan"]["frechet_features"]
+
+    expected = [
+        "classifier_curves.png", "gan_losses.png", "gan_gamma.png",
+        "attention_classifier_first.png",
+        "attention_classifier_intermediate.png", "attention_generator.png",
+        "attention_discriminator_real.png",
+        "attention_discriminator_generated.png",
+        "samples_gan_attention/epoch_001.png",
+        "samples_gan_plain/epoch_001.png",
+    ]
+    for name in expected:
+        with image_module.open(output_dir / name) as image:
+            image.verify()
+            assert image.format == "PNG"
