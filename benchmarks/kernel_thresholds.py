@@ -23,7 +23,7 @@ def parse_args(argv):
     parser.add_argument("--mode", default="fwd+bwd", choices=["fwd", "fwd+bwd"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--implementations", nargs="+", default=["dense", "chunked", "fused"]
+        "--implementations", nargs="*", default=["dense", "chunked", "fused"]
     )
     return parser.parse_args(argv)
 

@@ -11,6 +11,8 @@ from tests.conftest import BACKEND
 from tests.conftest import to_numpy
 
 EXACT_IMPLEMENTATIONS = ("chunked", "fused", "auto")
+# `auto` resolves to one of the others, so it runs on fewer cases.
+AUTO_CASES = ("odd_length", "pooled_keys")
 
 # (batch, N, M, heads, key width, value width, chunk size)
 CASES = {
@@ -53,7 +55,9 @@ def outputs_and_gradients(fn, inputs, cotangent):
             out = fn(*tensors)
             return (out.astype("float32") * cotangent).sum(), out
 
-        grads, out = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(*inputs)
+        # One compiled program per call: op-by-op eager JAX is slow.
+        grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))
+        grads, out = grad_fn(*inputs)
     else:
         import torch
 
@@ -72,8 +76,11 @@ def kernel(implementation, chunk_size=None, scale=1.0):
     )
 
 
-@pytest.mark.parametrize("implementation", EXACT_IMPLEMENTATIONS)
-@pytest.mark.parametrize("case_name", sorted(CASES))
+@pytest.mark.parametrize(
+    "implementation, case_name",
+    [(name, case) for name in ("chunked", "fused") for case in sorted(CASES)]
+    + [("auto", case) for case in AUTO_CASES],
+)
 def test_matches_dense_values_and_gradients(implementation, case_name):
     case = CASES[case_name]
     *inputs, cotangent = make_inputs(case)
@@ -88,7 +95,7 @@ def test_matches_dense_values_and_gradients(implementation, case_name):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("implementation", ("dense",) + EXACT_IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", ("dense", "chunked", "fused"))
 def test_half_precision_is_finite_and_close(implementation, dtype):
     """Logits of this size (~500) overflow float16's exp, not float32's."""
     case = CASES["pooled_keys"]
@@ -164,10 +171,10 @@ def test_auto_rule():
         assert pick(256, 256) == pick(16384, 16384) == "fused"
         return
     assert pick(None, None) == "chunked"
-    assert pick(256, 256) == "dense"
     assert pick(16384, 16384) == "chunked"
     limit = auto.DENSE_MAX_SCORES[BACKEND]
-    assert pick(limit, 1) == "dense"
+    if limit:
+        assert pick(limit, 1) == "dense"
     assert pick(limit + 1, 1) == "chunked"
 
 

@@ -15,11 +15,16 @@ import importlib
 import keras
 from keras import ops
 
-# Logit elements per block and head-image that the default chunk size aims
-# at (2**22 float32 = 16 MiB): measured on 2 CPU cores, blocks of this size
-# amortise the per-block overhead while staying cache- and memory-friendly.
-DEFAULT_BLOCK_ELEMENTS = 2**22
-MIN_CHUNK_SIZE = 64
+# Logit elements per block over the whole batch and all heads that the
+# default chunk size aims at: 2**21 float32 (8 MiB). Measured on 2 CPU
+# cores (batch 4, 64x64 and 128x128 maps, fwd+bwd; see
+# `benchmarks/kernel_thresholds.py`), blocks whose logits stay near the
+# cache size run 2-3x faster than blocks of 2**23-2**24 elements, and much
+# smaller blocks lose to per-block overhead.
+DEFAULT_BLOCK_ELEMENTS = 2**21
+# Batch x heads assumed when the batch size is unknown at trace time.
+ASSUMED_BATCH_HEADS = 4
+MIN_CHUNK_SIZE = 32
 MAX_CHUNK_SIZE = 4096
 
 _BACKEND_MODULES = {
@@ -29,13 +34,15 @@ _BACKEND_MODULES = {
 }
 
 
-def default_chunk_size(num_keys):
-    """Query positions per block for `num_keys` keys (`None`: unknown)."""
+def default_chunk_size(num_keys, batch_heads=None):
+    """Query positions per block for `num_keys` keys and `batch_heads`
+    images x heads (either may be `None`: unknown at trace time)."""
     if num_keys is None:
-        return 1024
-    chunk_size = DEFAULT_BLOCK_ELEMENTS // max(int(num_keys), 1)
-    # A multiple of 64 keeps the matmul tiles whole.
-    chunk_size = chunk_size // 64 * 64
+        return 256
+    batch_heads = batch_heads or ASSUMED_BATCH_HEADS
+    chunk_size = DEFAULT_BLOCK_ELEMENTS // (batch_heads * max(num_keys, 1))
+    # A multiple of 32 keeps the matmul tiles whole.
+    chunk_size = chunk_size // 32 * 32
     return min(max(chunk_size, MIN_CHUNK_SIZE), MAX_CHUNK_SIZE)
 
 
@@ -43,7 +50,10 @@ def chunked_attention(query, key, value, scale, chunk_size=None):
     """`(B, N, h, dk)`, `(B, M, h, dk)`, `(B, M, h, dv)` to `(B, N, h, dv)`
     in `value.dtype`, computed in float32."""
     if chunk_size is None:
-        chunk_size = default_chunk_size(key.shape[1])
+        batch, heads = query.shape[0], query.shape[2]
+        chunk_size = default_chunk_size(
+            key.shape[1], None if batch is None else batch * heads
+        )
     if query.shape[1] is not None:
         # A block larger than N would only pad N with wasted rows.
         chunk_size = max(1, min(chunk_size, query.shape[1]))
