@@ -78,12 +78,13 @@ def test_unknown_sizes_scores_shape(pool_size):
     """Score shapes: unknown when traced, exact at call time."""
     inputs = keras.Input((None, None, CHANNELS))
     layer = SelfAttention2D(pool_size=pool_size, return_attention_scores=True)
-    _, symbolic_scores = layer(inputs)
-    assert symbolic_scores.shape == (None, 1, None, None)
+    model = keras.Model(inputs, layer(inputs))
+    assert model.output_shape[1] == (None, 1, None, None)
     for height, width in SIZES:
-        _, scores = layer(_inputs(1, height, width))
+        _, scores = model.predict(_inputs(1, height, width), verbose=0)
         grid = layer.key_value_spatial_shape((height, width))
         assert scores.shape == (1, 1, height * width, grid[0] * grid[1])
+        np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-5)
 
 
 @pytest.mark.skipif(
@@ -119,7 +120,8 @@ def test_jax_jit_stateless_call_on_several_sizes(implementation):
             [w.value for w in layer.non_trainable_weights],
             x,
         )
-        np.testing.assert_allclose(outputs, to_numpy(layer(x)), atol=1e-5)
+        expected, _ = reference_self_attention(layer, x)
+        np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function is TF-only")
@@ -144,8 +146,7 @@ def test_tf_function_with_unknown_spatial_sizes(
 
 
 @pytest.mark.skipif(not HAS_TF, reason="tf.data needs TensorFlow installed")
-@pytest.mark.parametrize("pool_size", POOLS)
-def test_tf_data_pipeline(pool_size):
+def test_tf_data_pipeline():
     """`fit`, `evaluate` and `predict` consume a `tf.data.Dataset`.
 
     Keras feeds `tf.data` pipelines to every backend, so this runs on all
@@ -160,7 +161,7 @@ def test_tf_data_pipeline(pool_size):
         .batch(4)
         .prefetch(1)
     )
-    model = _regression_model(pool_size, "auto")
+    model = _regression_model(2, "auto")
     model.compile(optimizer="adam", loss="mse")
     history = model.fit(dataset, epochs=2, shuffle=False, verbose=0)
     assert len(history.history["loss"]) == 2
@@ -168,17 +169,17 @@ def test_tf_data_pipeline(pool_size):
     loss = model.evaluate(dataset, verbose=0)
     predictions = model.predict(dataset.map(lambda image, _: image), verbose=0)
     assert predictions.shape == (8, 1)
-    expected = to_numpy(model(x[:, :, ::-1]))
+    expected = model.predict(x[:, :, ::-1], batch_size=4, verbose=0)
     np.testing.assert_allclose(predictions, expected, rtol=1e-5, atol=1e-5)
     assert np.isclose(loss, np.mean((expected - _targets(x)) ** 2), rtol=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore:You are using a softmax over axis")
-@pytest.mark.parametrize("implementation, pool_size", KERNEL_POOLS)
-def test_pool_larger_than_unknown_map_is_finite(implementation, pool_size):
+@pytest.mark.parametrize("implementation", KERNELS)
+def test_pool_larger_than_unknown_map_is_finite(implementation):
     """With sizes unknown at build time, a 1x1 map still gives finite
     outputs (a pool larger than the map degrades to one key position)."""
-    model = _attention_model(pool_size, implementation)
+    model = _attention_model(2, implementation)
     outputs = model.predict(_inputs(2, 1, 1), verbose=0)
     assert outputs.shape == (2, 1, 1, CHANNELS)
     assert np.isfinite(outputs).all()
