@@ -31,7 +31,9 @@ MAP_SHAPE = (12, 12, 3)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", choices=("tensorflow", "jax"), required=True)
+    parser.add_argument(
+        "--backend", choices=("tensorflow", "jax"), required=True
+    )
     parser.add_argument(
         "--devices",
         type=int,
@@ -119,44 +121,42 @@ def train(model, data):
 
 
 def train_tensorflow(data, initial_weights, spectral_norm, parallel):
+    """Returns `(step losses, final weights, replicas)`."""
     import tensorflow as tf
 
     if not parallel:
-        model = build_model(spectral_norm)
-        model.set_weights(initial_weights)
-        return train(model, data)
-    # With no argument MirroredStrategy takes every GPU (or the CPU).
-    devices = [device.name for device in tf.config.list_logical_devices("GPU")]
-    if not devices:
-        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    strategy = tf.distribute.MirroredStrategy(devices)
+        strategy = tf.distribute.get_strategy()  # the default: one device
+    else:
+        # `MirroredStrategy()` alone takes every GPU but only one CPU, so
+        # name the devices to get the logical CPUs on a CPU-only machine.
+        devices = tf.config.list_logical_devices("GPU")
+        devices = devices or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
     with strategy.scope():
         model = build_model(spectral_norm)
         model.set_weights(initial_weights)
-    return train(model, data), strategy.num_replicas_in_sync
+    return (*train(model, data), strategy.num_replicas_in_sync)
 
 
 def train_jax(data, initial_weights, spectral_norm, parallel):
+    """Returns `(step losses, final weights, replicas)`."""
     import keras
 
-    if not parallel:
-        keras.distribution.set_distribution(None)
-        model = build_model(spectral_norm)
-        model.set_weights(initial_weights)
-        return train(model, data)
-    # With no argument DataParallel takes every accelerator (or the CPUs).
-    distribution = keras.distribution.DataParallel()
+    # `DataParallel()` takes every accelerator, or every host device.
+    distribution = keras.distribution.DataParallel() if parallel else None
     keras.distribution.set_distribution(distribution)
     try:
         model = build_model(spectral_norm)
         model.set_weights(initial_weights)
-        return train(model, data), len(distribution.device_mesh.devices)
+        replicas = len(distribution.device_mesh.devices) if parallel else 1
+        return (*train(model, data), replicas)
     finally:
         keras.distribution.set_distribution(None)
 
 
 def compare(backend):
-    """Single-device and data-parallel step losses, per configuration."""
+    """Single-device and data-parallel runs from the same initial weights,
+    with and without spectral normalization."""
     import keras
 
     run = train_tensorflow if backend == "tensorflow" else train_jax
@@ -165,10 +165,10 @@ def compare(backend):
     for spectral_norm in (False, True):
         keras.utils.set_random_seed(0)
         initial_weights = build_model(spectral_norm).get_weights()
-        single, single_weights = run(
+        single, single_weights, _ = run(
             data, initial_weights, spectral_norm, parallel=False
         )
-        (parallel, parallel_weights), replicas = run(
+        parallel, parallel_weights, replicas = run(
             data, initial_weights, spectral_norm, parallel=True
         )
         name = "spectral_norm" if spectral_norm else "plain"

@@ -39,7 +39,7 @@ def results():
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     processes = {
         backend: subprocess.Popen(
-            [sys.executable, str(EXAMPLE), "--backend", backend, "--devices", "2"],
+            [sys.executable, str(EXAMPLE), "--backend", backend],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -18,6 +18,7 @@ from conv_self_attention import SelfAttention3D
 CLASSES = {1: SelfAttention1D, 2: SelfAttention2D, 3: SelfAttention3D}
 MAX_SIZE = {1: 9, 2: 6, 3: 3}
 KERNELS = ("dense", "chunked", "fused")
+DATA_FORMATS = ("channels_last", "channels_first")
 to_numpy = keras.ops.convert_to_numpy
 
 # Pools as large as the map leave one key position: Keras warns that such a
@@ -44,7 +45,7 @@ def cases(draw, pooling=True):
         "pool_size": pool_size,
         "use_scale": draw(st.booleans()),
         "gamma": draw(st.floats(0.1, 2.0)),
-        "data_format": draw(st.sampled_from(["channels_last", "channels_first"])),
+        "data_format": draw(st.sampled_from(DATA_FORMATS)),
         "attention_implementation": draw(st.sampled_from(KERNELS)),
         "chunk_size": draw(st.integers(1, 8)),
     }
