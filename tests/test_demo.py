@@ -66,6 +66,24 @@ def test_cli_rejects_bad_options(argv):
         cli.build_parser().parse_args(argv)
 
 
+def test_cli_reruns_itself_for_another_backend(monkeypatch):
+    """Keras is already loaded with this backend, so asking for another
+    one starts a fresh process with `KERAS_BACKEND` set."""
+    other = next(b for b in cli.BACKENDS if b != keras.backend.backend())
+    calls = []
+
+    def fake_run(command, env, check):
+        calls.append((command, env))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.delenv(cli._CHILD_FLAG, raising=False)
+    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    assert cli.main(["--backend", other, "--quick"]) == 0
+    (command, env), = calls
+    assert command[-3:] == ["--backend", other, "--quick"]
+    assert env["KERAS_BACKEND"] == other
+
+
 def test_cli_defaults():
     args = cli.build_parser().parse_args([])
     assert args.dataset == "digits" and args.output_dir == "demo_output"

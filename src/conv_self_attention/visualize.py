@@ -121,8 +121,8 @@ def upsample_attention_map(attention_map, spatial_shape, pool_size=None):
     Each key/value cell is the max-pool of a `pool_size` block of the input;
     every input position gets the weight of the cell that covers it. With
     `padding="same"` the blocks start at `-(pad // 2)`, where
-    `pad = grid * pool - size`, so the repeated map is cropped by the same
-    offset (the extra row/column of odd sizes sits at the end).
+    `pad = grid * pool - size`, so the repeated map is cropped from that
+    offset (an odd padding puts its extra row/column at the end).
 
     Args:
         attention_map: array `(..., *kv_grid)`.

@@ -36,7 +36,7 @@ def build_parser():
     parser.add_argument(
         "--epochs",
         type=_positive_int,
-        help="GAN epochs (default 60; 1 with --quick).",
+        help="GAN epochs (default 80; 1 with --quick).",
     )
     parser.add_argument(
         "--classifier-epochs",

@@ -31,7 +31,7 @@ class Settings:
     """The budget of one run; `--quick` shrinks every part of it."""
 
     classifier_epochs: int = 15
-    gan_epochs: int = 60
+    gan_epochs: int = 80
     gan_steps_per_epoch: int = None  # None: one pass over the data.
     generated_samples: int = 1000
     batch_size: int = 64
@@ -167,12 +167,15 @@ def _gan_figures(gans, dataset, output_dir):
         "SAGAN with attention: gamma per epoch",
     ))
     trainer = gans[True]["trainer"]
-    generated = trainer.generator.predict(trainer.latent(1), verbose=0)
+    latent = trainer.latent(1)
+    generated = trainer.generator.predict(latent, verbose=0)
+    real = dataset.x_test[:1]
+    # (model, its inputs, the image to draw on, file name, title)
     cases = (
-        (trainer.generator, trainer.latent(1), generated, "generator",
+        (trainer.generator, latent, generated, "generator",
          "Generator attention while drawing a generated digit"),
-        (trainer.discriminator, dataset.x_test[:1], dataset.x_test[:1],
-         "discriminator_real", "Discriminator attention on a held-out digit"),
+        (trainer.discriminator, real, real, "discriminator_real",
+         "Discriminator attention on a held-out digit"),
         (trainer.discriminator, generated, generated,
          "discriminator_generated",
          "Discriminator attention on a generated digit"),
@@ -180,8 +183,6 @@ def _gan_figures(gans, dataset, output_dir):
     for model, inputs, image, name, title in cases:
         layer = model.get_layer("attention")
         scores = attention_scores_model(model, layer).predict(inputs, verbose=0)
-        if name == "generator":
-            image = model.predict(inputs, verbose=0)
         path = os.path.join(output_dir, f"attention_{name}.png")
         files.append(figures.attention_figure(
             image[0], scores, layer, _input_grid(layer), path, title
