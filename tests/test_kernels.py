@@ -85,7 +85,9 @@ def test_matches_dense_values_and_gradients(implementation, case_name):
     case = CASES[case_name]
     *inputs, cotangent = make_inputs(case)
     scale = 0.5 if case_name == "several_heads" else 1.0
-    expected = outputs_and_gradients(kernel("dense", scale=scale), inputs, cotangent)
+    expected = outputs_and_gradients(
+        kernel("dense", scale=scale), inputs, cotangent
+    )
     actual = outputs_and_gradients(
         kernel(implementation, case[-1], scale), inputs, cotangent
     )

@@ -27,8 +27,11 @@ def chunked_attention(query, key, value, scale, chunk_size):
     def attend(query, key, value):
         scaled = query * scale if scale != 1.0 else query
         blocks = _split_blocks(scaled, chunk_size)
+        # Transposed once here so that no per-block matmul transposes a
+        # large operand (TF's CPU batch matmul copies transposed inputs).
+        key_t = tf.linalg.matrix_transpose(key)
         out_blocks, lse_blocks = tf.map_fn(
-            lambda block: _block_forward(block, key, value),
+            lambda block: _block_forward(block, key_t, value),
             blocks,
             fn_output_signature=(tf.float32, tf.float32),
             parallel_iterations=_PARALLEL_ITERATIONS,
@@ -36,7 +39,7 @@ def chunked_attention(query, key, value, scale, chunk_size):
         out = _merge_blocks(out_blocks, tf.shape(query)[2])
 
         def grad(grad_out):
-            residuals = (blocks, key, value, out_blocks, lse_blocks)
+            residuals = (blocks, key_t, key, value, out_blocks, lse_blocks)
             grad_out = _split_blocks(grad_out, chunk_size)
             grad_query, grad_key, grad_value = _backward(residuals, grad_out)
             grad_query = _merge_blocks(grad_query, tf.shape(query)[2])
@@ -72,9 +75,9 @@ def _merge_blocks(blocks, length):
     return tensor[:, :, :length]
 
 
-def _block_forward(query, key, value):
+def _block_forward(query, key_t, value):
     """One block: output and row log-sum-exp (the backward pass needs it)."""
-    logits = tf.matmul(query, key, transpose_b=True)
+    logits = tf.matmul(query, key_t)
     row_max = tf.reduce_max(logits, axis=-1, keepdims=True)
     weights = tf.exp(logits - row_max)
     row_sum = tf.reduce_sum(weights, axis=-1, keepdims=True)
@@ -83,29 +86,35 @@ def _block_forward(query, key, value):
     return out, row_max + tf.math.log(row_sum)
 
 
-def _block_backward(query, key, value, out, lse, grad):
-    """One block's gradients, recomputing its probabilities from `lse`."""
-    probs = tf.exp(tf.matmul(query, key, transpose_b=True) - lse)
-    grad_probs = tf.matmul(grad, value, transpose_b=True)
+def _block_backward(query, key_t, key, value_t, out, lse, grad):
+    """One block's gradients, recomputing its probabilities from `lse`.
+
+    The key and value gradients come out transposed, `(B, h, d, M)`: that
+    way the (block x M) matrices are only ever plain right-hand operands.
+    """
+    probs = tf.exp(tf.matmul(query, key_t) - lse)
+    grad_probs = tf.matmul(grad, value_t)
     # rowsum(dP * P) equals rowsum(dO * O): O(block x dv), not x M.
     delta = tf.reduce_sum(grad * out, axis=-1, keepdims=True)
     grad_logits = probs * (grad_probs - delta)
     grad_query = tf.matmul(grad_logits, key)
-    grad_key = tf.matmul(grad_logits, query, transpose_a=True)
-    grad_value = tf.matmul(probs, grad, transpose_a=True)
-    return grad_query, grad_key, grad_value
+    grad_key_t = tf.matmul(query, grad_logits, transpose_a=True)
+    grad_value_t = tf.matmul(grad, probs, transpose_a=True)
+    return grad_query, grad_key_t, grad_value_t
 
 
 def _backward(residuals, grad_blocks):
-    query_blocks, key, value, out_blocks, lse_blocks = residuals
+    query_blocks, key_t, key, value, out_blocks, lse_blocks = residuals
+    value_t = tf.linalg.matrix_transpose(value)
     num_blocks = tf.shape(query_blocks)[0]
     grad_query = tf.TensorArray(tf.float32, size=num_blocks)
 
-    def body(index, grad_query, grad_key, grad_value):
+    def body(index, grad_query, grad_key_t, grad_value_t):
         block_grads = _block_backward(
             query_blocks[index],
+            key_t,
             key,
-            value,
+            value_t,
             out_blocks[index],
             lse_blocks[index],
             grad_blocks[index],
@@ -113,14 +122,18 @@ def _backward(residuals, grad_blocks):
         return (
             index + 1,
             grad_query.write(index, block_grads[0]),
-            grad_key + block_grads[1],
-            grad_value + block_grads[2],
+            grad_key_t + block_grads[1],
+            grad_value_t + block_grads[2],
         )
 
-    _, grad_query, grad_key, grad_value = tf.while_loop(
+    _, grad_query, grad_key_t, grad_value_t = tf.while_loop(
         lambda index, *_: index < num_blocks,
         body,
-        (0, grad_query, tf.zeros_like(key), tf.zeros_like(value)),
+        (0, grad_query, tf.zeros_like(key_t), tf.zeros_like(value_t)),
         parallel_iterations=_PARALLEL_ITERATIONS,
     )
-    return grad_query.stack(), grad_key, grad_value
+    return (
+        grad_query.stack(),
+        tf.linalg.matrix_transpose(grad_key_t),
+        tf.linalg.matrix_transpose(grad_value_t),
+    )
