@@ -17,7 +17,9 @@ import numpy as np
 def make_step(layer, inputs, mode):
     """A callable running one `mode` step of `layer` on `inputs`."""
     if mode not in ("fwd", "fwd+bwd"):
-        raise ValueError(f"Expected mode 'fwd' or 'fwd+bwd'. Received: {mode!r}")
+        raise ValueError(
+            f"Expected mode 'fwd' or 'fwd+bwd'. Received: mode={mode!r}"
+        )
     builders = {
         "tensorflow": _tensorflow_step,
         "jax": _jax_step,

@@ -20,11 +20,10 @@ class NaiveSelfAttention2D(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        conv = lambda width: keras.layers.Conv2D(width, 1, use_bias=False)
-        self.query_conv = conv(self.key_channels)
-        self.key_conv = conv(self.key_channels)
-        self.value_conv = conv(self.value_channels)
-        self.output_conv = conv(channels)
+        self.query_conv = _pointwise_conv(self.key_channels)
+        self.key_conv = _pointwise_conv(self.key_channels)
+        self.value_conv = _pointwise_conv(self.value_channels)
+        self.output_conv = _pointwise_conv(channels)
         for layer, width in (
             (self.query_conv, channels),
             (self.key_conv, channels),
@@ -50,6 +49,10 @@ class NaiveSelfAttention2D(keras.layers.Layer):
             attended, (batch, height, width, self.value_channels)
         )
         return inputs + self.gamma * self.output_conv(attended)
+
+
+def _pointwise_conv(filters):
+    return keras.layers.Conv2D(filters, 1, use_bias=False)
 
 
 class MultiHeadSpatialAttention(keras.layers.Layer):

@@ -1,7 +1,5 @@
 """Markdown tables for `benchmarks/attention.py` results."""
 
-import glob
-import json
 import os
 
 GIB = 2**30
@@ -63,7 +61,10 @@ def table_rows(result):
     channels = result["arguments"]["channels"]
     shapes = sorted({(r["size"], r["batch"]) for r in result["records"]})
     for size, batch in shapes:
-        naive = {m: records.get((size, batch, "naive", m)) for m in ("fwd", "fwd+bwd")}
+        naive = {
+            mode: records.get((size, batch, "naive", mode))
+            for mode in ("fwd", "fwd+bwd")
+        }
         for case in ORDER:
             fwd = records.get((size, batch, case, "fwd"))
             both = records.get((size, batch, case, "fwd+bwd"))
@@ -85,7 +86,10 @@ def table_rows(result):
                 _cell(_peak(fwd) and _peak(fwd) / GIB, "{:.2f}"),
                 _cell(_peak(both) and _peak(both) / GIB, "{:.2f}"),
                 _cell(_ratio(_seconds(fwd), _seconds(naive["fwd"])), "{:.2f}x"),
-                _cell(_ratio(_seconds(both), _seconds(naive["fwd+bwd"])), "{:.2f}x"),
+                _cell(
+                    _ratio(_seconds(both), _seconds(naive["fwd+bwd"])),
+                    "{:.2f}x",
+                ),
                 _cell(_ratio(_peak(both), _peak(naive["fwd+bwd"])), "{:.2f}x"),
                 _cell(roof, "{:.1f}x"),
                 notes,
@@ -144,7 +148,9 @@ def markdown(result, time_targets):
         + (f"{rate / 1e9:.0f} GFLOP/s" if rate else "not measured")
         + ". Times are the best of the repeats; peak is the RSS of the "
         "whole process. `vs roof`: time over the layer's minimum FLOPs at "
-        "the roof.",
+        "the roof."
+        + (" **Measured while other processes ran tests: noisy.**"
+           if result["arguments"].get("allow_concurrent_tests") else ""),
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),

@@ -59,7 +59,8 @@ class _ChunkedAttention(torch.autograd.Function):
         for block in _block_slices(length, ctx.chunk_size):
             query = scaled[:, :, block]
             grad = grad_out[:, :, block]
-            probs = torch.exp_(torch.matmul(query, key_t).sub_(lse[:, :, block]))
+            logits = torch.matmul(query, key_t)
+            probs = torch.exp_(logits.sub_(lse[:, :, block]))
             grad_logits = torch.matmul(grad, value_t)
             # rowsum(dP * P) equals rowsum(dO * O): O(block x dv), not x M.
             delta = (grad * out[:, :, block]).sum(dim=-1, keepdim=True)
