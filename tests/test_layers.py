@@ -343,3 +343,26 @@ class LayerTest(KerasTestCase):
             expected_num_seed_generators=0,
             supports_masking=False,
         )
+
+
+class ShapeRecordingAttention(SelfAttention2D):
+    """Records the shapes the kernels receive (via the override point)."""
+
+    def _compute_attention(self, query, key, value):
+        self.seen_shapes = (tuple(query.shape), tuple(key.shape))
+        return super()._compute_attention(query, key, value)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="TF graph with None batch"
+)
+def test_kernels_see_static_positions_when_only_batch_is_unknown():
+    import tensorflow as tf
+
+    layer = ShapeRecordingAttention(num_heads=2, pool_size=2)
+    layer.build((None, 6, 5, 8))
+    run = tf.function(
+        layer, input_signature=[tf.TensorSpec((None, 6, 5, 8), "float32")]
+    )
+    run.get_concrete_function()
+    assert layer.seen_shapes == ((None, 30, 2, 1), (None, 9, 2, 1))

@@ -273,18 +273,19 @@ class BaseSelfAttention(keras.layers.Layer):
         x = inputs
         if self.data_format == "channels_first":
             x = ops.moveaxis(x, 1, -1)
-        batch_size = ops.shape(x)[0]
-        heads = self.num_heads
         query = self.query_projection(x, training=training)
         key = self._pool(self.key_projection(x, training=training))
         value = self._pool(self.value_projection(x, training=training))
-        query = ops.reshape(query, (batch_size, -1, heads, query.shape[-1] // heads))
-        key = ops.reshape(key, (batch_size, -1, heads, key.shape[-1] // heads))
-        value = ops.reshape(value, (batch_size, -1, heads, value.shape[-1] // heads))
-        result = self._compute_attention(query, key, value)
-        context, scores = result if self.return_attention_scores else (result, None)
-        context = ops.reshape(context, (batch_size, -1, self.resolved_value_channels))
-        attended = self.output_projection(context, training=training)
+        result = self._compute_attention(
+            self._split_heads(query), self._split_heads(key),
+            self._split_heads(value),
+        )
+        context, scores = (
+            result if self.return_attention_scores else (result, None)
+        )
+        attended = self.output_projection(
+            self._merge_heads(context), training=training
+        )
         shortcut = x
         if self.shortcut_projection is not None:
             shortcut = self.shortcut_projection(x, training=training)
@@ -296,6 +297,23 @@ class BaseSelfAttention(keras.layers.Layer):
         if self.return_attention_scores:
             return outputs, scores
         return outputs
+
+    def _split_heads(self, tensor):
+        """`(B, *spatial, h * d)` to `(B, positions, h, d)`."""
+        heads = self.num_heads
+        return ops.reshape(
+            tensor,
+            (*_flat_positions(tensor), heads, tensor.shape[-1] // heads),
+        )
+
+    def _merge_heads(self, context):
+        """`(B, N, h, d)` to `(B, N, h * d)`."""
+        num_queries = context.shape[1]
+        if num_queries is None:
+            target = (ops.shape(context)[0], -1, self.resolved_value_channels)
+        else:
+            target = (-1, num_queries, self.resolved_value_channels)
+        return ops.reshape(context, target)
 
     def _compute_attention(self, query, key, value):
         """Override point: `(B, N, h, dk)`, `(B, M, h, dk)`, `(B, M, h, dv)`
@@ -392,6 +410,18 @@ class BaseSelfAttention(keras.layers.Layer):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+def _flat_positions(tensor):
+    """`(batch, positions)` for reshaping `(B, *spatial, C)` to `(B, N, ...)`.
+
+    The number of positions stays static when the spatial sizes are known
+    (the kernels choose by it), even when the batch size is not.
+    """
+    positions = num_positions(tensor.shape[1:-1])
+    if positions is None:
+        return ops.shape(tensor)[0], -1
+    return -1, positions
 
 
 def _default_channels(channels, num_heads):
