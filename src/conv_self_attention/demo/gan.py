@@ -113,23 +113,29 @@ class GANTrainer:
                    "epoch_g_loss": []}
         for epoch in range(epochs):
             print(f"Epoch {epoch + 1}/{epochs}")
-            progbar = keras.utils.Progbar(steps)
-            order = self.rng.permutation(len(images))
-            for step in range(steps):
-                batch = order[step * batch_size : (step + 1) * batch_size]
-                d_loss, g_loss = self.train_step(images[batch])
-                history["d_loss"].append(d_loss)
-                history["g_loss"].append(g_loss)
-                progbar.update(
-                    step + 1, [("d_loss", d_loss), ("g_loss", g_loss)]
-                )
-            history["epoch_d_loss"].append(np.mean(history["d_loss"][-steps:]))
-            history["epoch_g_loss"].append(np.mean(history["g_loss"][-steps:]))
+            d_losses, g_losses = self._train_epoch(images, steps, batch_size)
+            history["d_loss"] += d_losses
+            history["g_loss"] += g_losses
+            history["epoch_d_loss"].append(float(np.mean(d_losses)))
+            history["epoch_g_loss"].append(float(np.mean(g_losses)))
             for key, value in self.gammas().items():
                 history.setdefault(key, []).append(value)
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
         return history
+
+    def _train_epoch(self, images, steps, batch_size):
+        """`steps` shuffled batches; returns the per-step D and G losses."""
+        progbar = keras.utils.Progbar(steps)
+        order = self.rng.permutation(len(images))
+        d_losses, g_losses = [], []
+        for step in range(steps):
+            batch = order[step * batch_size : (step + 1) * batch_size]
+            d_loss, g_loss = self.train_step(images[batch])
+            d_losses.append(d_loss)
+            g_losses.append(g_loss)
+            progbar.update(step + 1, [("d_loss", d_loss), ("g_loss", g_loss)])
+        return d_losses, g_losses
 
     def gammas(self):
         """Current gamma of each attention layer in G and D."""

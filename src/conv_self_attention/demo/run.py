@@ -9,7 +9,6 @@ import os
 import time
 
 import keras
-import numpy as np
 
 from conv_self_attention.demo import classifier
 from conv_self_attention.demo import data
@@ -59,8 +58,7 @@ def run(args):
           f"writing to {output_dir}")
     dataset = data.load_dataset(args.dataset, seed=args.seed)
     print(f"Dataset: {dataset.describe()}")
-    seconds = {}
-    files = []
+    seconds, files = {}, []
 
     tick = time.time()
     classifiers = classifier.train_all(
@@ -69,6 +67,8 @@ def run(args):
     seconds["classifiers"] = time.time() - tick
     files += _classifier_figures(classifiers, dataset, output_dir)
 
+    # The no-attention classifier, at the GAN's resolution, gives the
+    # features of every Frechet distance.
     features = frechet.feature_extractor(classifiers["none"]["model"])
     real_features = features.predict(dataset.x_test, verbose=0)
     gans = {}
@@ -78,11 +78,8 @@ def run(args):
             attention, dataset, settings, args.seed, output_dir
         )
         seconds[_gan_key(attention)] = time.time() - tick
-        generated = gans[attention]["trainer"].generate(
-            settings.generated_samples
-        )
-        gans[attention]["frechet_distance"] = frechet.frechet_distance(
-            features.predict(generated, verbose=0), real_features
+        gans[attention]["frechet_distance"] = _generated_distance(
+            gans[attention]["trainer"], features, real_features, settings
         )
         files += gans[attention]["files"]
     files += _gan_figures(gans, dataset, output_dir)
@@ -92,12 +89,23 @@ def run(args):
     seconds["total"] = time.time() - started
     metrics = _metrics(args, settings, dataset, classifiers, gans, reference,
                        seconds)
-    metrics_path = os.path.join(output_dir, "metrics.json")
-    with open(metrics_path, "w") as file:
-        json.dump(metrics, file, indent=2)
-    files.append(metrics_path)
+    files.append(_write_json(metrics, output_dir))
     print(summary(metrics, output_dir, files))
     return metrics
+
+
+def _generated_distance(trainer, features, real_features, settings):
+    generated = trainer.generate(settings.generated_samples)
+    return frechet.frechet_distance(
+        features.predict(generated, verbose=0), real_features
+    )
+
+
+def _write_json(metrics, output_dir):
+    path = os.path.join(output_dir, "metrics.json")
+    with open(path, "w") as file:
+        json.dump(metrics, file, indent=2)
+    return path
 
 
 def _train_gan(attention, dataset, settings, seed, output_dir):
