@@ -6,6 +6,7 @@ BACKENDS := tensorflow jax torch
 # Backend-independent or expensive tests (marked `once`) run in this pass only.
 ONCE_BACKEND := jax
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: venv test demo bench clean
 
@@ -25,7 +26,7 @@ test: venv
 	done; exit $$status
 
 demo: venv
-	$(BIN)/python -m conv_self_attention.demo
+	$(BIN)/python -m conv_self_attention.demo $(DEMO_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/attention.py --backend tensorflow --sizes 16 32 64 128
