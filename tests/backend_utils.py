@@ -48,3 +48,22 @@ def trainable_gradients(layer, inputs, loss_fn=None):
         w.path: np.zeros(w.shape) if g is None else keras.ops.convert_to_numpy(g)
         for w, g in zip(weights, grads)
     }
+
+
+def compiled_call(layer, x):
+    """`layer(x)`; jitted on JAX, where eager dispatch compiles every op
+    anew for each shape and costs several times one compiled call."""
+    if BACKEND != "jax":
+        return layer(x)
+    import jax
+
+    if not layer.built:
+        layer.build(x.shape)
+    # `stateless_call` skips the input autocasting that `__call__` does.
+    x = keras.ops.cast(x, layer.compute_dtype)
+    outputs, _ = jax.jit(layer.stateless_call)(
+        [w.value for w in layer.trainable_weights],
+        [w.value for w in layer.non_trainable_weights],
+        x,
+    )
+    return outputs

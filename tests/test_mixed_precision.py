@@ -7,6 +7,7 @@ these tests set the global policy themselves and run on every backend.
 import keras
 import numpy as np
 import pytest
+from backend_utils import compiled_call
 from backend_utils import trainable_gradients
 
 from conv_self_attention import SelfAttention2D
@@ -45,25 +46,6 @@ def _spatial_sum_of_squares(outputs):
     return keras.ops.mean(keras.ops.sum(outputs**2, axis=(1, 2)))
 
 
-def _call(layer, x):
-    """`layer(x)`; jitted on JAX, where eager dispatch compiles every op
-    anew for each shape and costs several times one compiled call."""
-    if keras.backend.backend() != "jax":
-        return layer(x)
-    import jax
-
-    if not layer.built:
-        layer.build(x.shape)
-    # `stateless_call` skips the input autocasting that `__call__` does.
-    x = keras.ops.cast(x, layer.compute_dtype)
-    outputs, _ = jax.jit(layer.stateless_call)(
-        [w.value for w in layer.trainable_weights],
-        [w.value for w in layer.non_trainable_weights],
-        x,
-    )
-    return outputs
-
-
 def _gradients(layer, x):
     """Trainable gradients of `_spatial_sum_of_squares`; jitted on JAX,
     where op-by-op float16 on CPU is several times slower."""
@@ -89,7 +71,7 @@ def _gradients(layer, x):
 def test_forward_dtypes_and_finite(policy):
     compute_dtype = keras.DTypePolicy(policy).compute_dtype
     layer = SelfAttention2D(return_attention_scores=True, **LAYER_KWARGS)
-    outputs, scores = _call(layer, _inputs())
+    outputs, scores = compiled_call(layer, _inputs())
     assert keras.backend.standardize_dtype(outputs.dtype) == compute_dtype
     assert keras.backend.standardize_dtype(scores.dtype) == "float32"
     assert np.isfinite(to_numpy(outputs).astype("float32")).all()
@@ -131,7 +113,7 @@ def test_kernels_finite_with_large_logits(policy, implementation):
     would overflow (max 65504) and the softmax would return NaN.
     """
     compute_dtype = keras.DTypePolicy(policy).compute_dtype
-    outputs = _call(_layer(implementation), _inputs() * 100.0)
+    outputs = compiled_call(_layer(implementation), _inputs() * 100.0)
     assert keras.backend.standardize_dtype(outputs.dtype) == compute_dtype
     assert np.isfinite(to_numpy(outputs).astype("float32")).all()
 
@@ -141,11 +123,11 @@ def test_close_to_float32(policy, implementation):
     """Same weights in float32 and mixed precision give close outputs."""
     x = _inputs((1, 32, 32, 16))
     mixed = _layer(implementation, pool_size=2)
-    mixed_out = to_numpy(_call(mixed, x)).astype("float32")
+    mixed_out = to_numpy(compiled_call(mixed, x)).astype("float32")
     full = _layer(implementation, pool_size=2, dtype="float32")
     full.build(x.shape)
     full.set_weights(mixed.get_weights())
-    full_out = to_numpy(_call(full, x))
+    full_out = to_numpy(compiled_call(full, x))
     error = np.abs(mixed_out - full_out).max() / np.abs(full_out).max()
     assert error < TOLERANCE[policy]
 

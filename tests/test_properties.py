@@ -7,6 +7,7 @@ conftest.py): 15 per test, derandomized, no deadline.
 import keras
 import numpy as np
 import pytest
+from backend_utils import compiled_call
 from hypothesis import given
 from hypothesis import strategies as st
 from reference import reference_self_attention
@@ -78,25 +79,6 @@ def _from_positions(tensor, like, data_format):
     return tensor.reshape(like.shape)
 
 
-def _call(layer, x):
-    """`layer(x)`; jitted on JAX, where eager dispatch compiles every op
-    anew for each shape and costs several times one compiled call."""
-    if keras.backend.backend() != "jax":
-        return layer(x)
-    import jax
-
-    if not layer.built:
-        layer.build(x.shape)
-    # `stateless_call` skips the input autocasting that `__call__` does.
-    x = keras.ops.cast(x, layer.compute_dtype)
-    outputs, _ = jax.jit(layer.stateless_call)(
-        [w.value for w in layer.trainable_weights],
-        [w.value for w in layer.non_trainable_weights],
-        x,
-    )
-    return outputs
-
-
 @given(cases())
 def test_shapes_values_and_probabilities(case):
     """Shapes equal `compute_output_shape`, values equal the reference, and
@@ -105,7 +87,7 @@ def test_shapes_values_and_probabilities(case):
     keras.utils.set_random_seed(seed)
     layer = CLASSES[rank](return_attention_scores=True, **kwargs)
     x = _inputs(shape, seed, kwargs["data_format"])
-    outputs, scores = (to_numpy(t) for t in _call(layer, x))
+    outputs, scores = (to_numpy(t) for t in compiled_call(layer, x))
     assert (outputs.shape, scores.shape) == layer.compute_output_shape(x.shape)
     expected_outputs, expected_scores = reference_self_attention(layer, x)
     np.testing.assert_allclose(outputs, expected_outputs, rtol=1e-4, atol=1e-4)
@@ -132,8 +114,8 @@ def test_permutation_equivariance_without_pooling(case, data):
         _to_positions(x, data_format)[:, permutation], x, data_format
     )
     np.testing.assert_allclose(
-        _to_positions(to_numpy(_call(layer, permuted_x)), data_format),
-        _to_positions(to_numpy(_call(layer, x)), data_format)[:, permutation],
+        _to_positions(to_numpy(compiled_call(layer, permuted_x)), data_format),
+        _to_positions(to_numpy(compiled_call(layer, x)), data_format)[:, permutation],
         rtol=1e-5,
         atol=1e-5,
     )
@@ -146,7 +128,7 @@ def test_large_inputs_stay_finite(case, magnitude, return_scores):
     keras.utils.set_random_seed(seed)
     layer = CLASSES[rank](return_attention_scores=return_scores, **kwargs)
     x = _inputs(shape, seed, kwargs["data_format"], scale=magnitude)
-    result = _call(layer, x)
+    result = compiled_call(layer, x)
     outputs, scores = result if return_scores else (result, None)
     expected_shape = layer.compute_output_shape(x.shape)
     assert tuple(outputs.shape) == (
