@@ -9,6 +9,7 @@ from keras import layers
 from keras import ops
 
 from conv_self_attention import SelfAttention2D
+from conv_self_attention.layers.projection import spectral_normalize
 
 LATENT_DIM = 32
 FEATURES_LAYER = "features"
@@ -125,15 +126,10 @@ class _SpectralNorm(keras.layers.Layer):
         )
 
     def normalized_kernel(self, training):
-        matrix = ops.reshape(self.kernel, (-1, self.kernel.shape[-1]))
-        u = ops.stop_gradient(self.u)
-        v = _unit(ops.matmul(u, ops.transpose(matrix)))
-        u = _unit(ops.matmul(v, matrix))
-        v, u = ops.stop_gradient(v), ops.stop_gradient(u)
-        sigma = ops.sum(ops.matmul(v, matrix) * u)
+        kernel, u = spectral_normalize(self.kernel, self.u)
         if training:
             self.u.assign(u)
-        return self.kernel / sigma
+        return kernel
 
 
 class SpectralConv2D(_SpectralNorm):
@@ -184,6 +180,3 @@ class SpectralDense(_SpectralNorm):
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
 
-
-def _unit(vector):
-    return vector / ops.sqrt(ops.sum(ops.square(vector)) + 1e-12)

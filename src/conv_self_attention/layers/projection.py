@@ -68,16 +68,12 @@ class PointwiseProjection(keras.layers.Layer):
         """The kernel in use: `kernel / sigma` with spectral norm, else raw."""
         if not self.spectral_norm:
             return self.kernel
-        kernel = ops.cast(self.kernel, "float32")
-        u = ops.stop_gradient(ops.cast(self.u, "float32"))
-        v = _l2_normalize(ops.matmul(u, ops.transpose(kernel)))
-        u = _l2_normalize(ops.matmul(v, kernel))
-        u = ops.stop_gradient(u)
-        v = ops.stop_gradient(v)
-        sigma = ops.sum(ops.matmul(v, kernel) * u)
+        kernel, u = spectral_normalize(
+            ops.cast(self.kernel, "float32"), ops.cast(self.u, "float32")
+        )
         if training:
             self.u.assign(u)
-        return ops.cast(kernel / sigma, self.compute_dtype)
+        return ops.cast(kernel, self.compute_dtype)
 
     def call(self, inputs, training=False):
         outputs = ops.matmul(inputs, self.normalized_kernel(training))
@@ -87,6 +83,22 @@ class PointwiseProjection(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
+
+
+def spectral_normalize(kernel, u):
+    """Returns `(kernel / sigma, next_u)` from one power iteration at `u`.
+
+    `kernel` has its output channels last (any leading shape) and `u` is
+    `(1, out_channels)`. The power iteration is a constant for the gradient,
+    which flows through `sigma` as a function of the kernel only
+    (Miyato et al., 2018). Callers store `next_u` only when training.
+    """
+    matrix = ops.reshape(kernel, (-1, kernel.shape[-1]))
+    u = ops.stop_gradient(u)
+    v = ops.stop_gradient(_l2_normalize(ops.matmul(u, ops.transpose(matrix))))
+    u = ops.stop_gradient(_l2_normalize(ops.matmul(v, matrix)))
+    sigma = ops.sum(ops.matmul(v, matrix) * u)
+    return kernel / sigma, u
 
 
 def _l2_normalize(vector):
