@@ -286,7 +286,13 @@ def main(argv=None):
         "backend": args.backend,
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": machine_info(args.backend),
-        "arguments": {k: v for k, v in vars(args).items() if k != "worker"},
+        # The output folder is where the results are: recording it would only
+        # leak this machine's paths into the committed JSON.
+        "arguments": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("worker", "output_dir")
+        },
         "matmul_roof": roof,
         "records": records,
     }
