@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from conv_self_attention import kernels
+from conv_self_attention.layers.grid import is_int
 from conv_self_attention.layers.grid import key_value_grid
 from conv_self_attention.layers.grid import normalize_pool_size
 from conv_self_attention.layers.grid import num_positions
@@ -429,12 +430,8 @@ def _default_channels(channels, num_heads):
     return max(1, math.ceil(channels / num_heads)) * num_heads
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _positive_int(name, value):
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(
             f"Invalid value for argument `{name}`. Expected a positive int. "
             f"Received: {name}={value!r}"

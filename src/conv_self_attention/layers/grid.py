@@ -12,7 +12,7 @@ def normalize_pool_size(pool_size, rank):
     """
     if pool_size is None:
         return None
-    values = (pool_size,) * rank if _is_int(pool_size) else pool_size
+    values = (pool_size,) * rank if is_int(pool_size) else pool_size
     try:
         values = tuple(values)
     except TypeError:
@@ -20,7 +20,7 @@ def normalize_pool_size(pool_size, rank):
     if (
         values is None
         or len(values) != rank
-        or not all(_is_int(value) and value >= 1 for value in values)
+        or not all(is_int(value) and value >= 1 for value in values)
     ):
         raise ValueError(
             "Invalid value for argument `pool_size`. Expected `None`, a "
@@ -66,5 +66,6 @@ def num_positions(spatial_shape):
     return math.prod(spatial_shape)
 
 
-def _is_int(value):
+def is_int(value):
+    """True for a Python int that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
