@@ -1,4 +1,5 @@
 # Two set-up commands: `make demo` and `make test`. Both create .venv first.
+# `make lint` checks the code with ruff (check only, no reformatting).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,14 +9,14 @@ ONCE_BACKEND := jax
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test lint demo bench clean
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev,tensorflow,jax,torch]"
+	$(BIN)/python -m pip install -e ".[dev,tensorflow-cpu,jax,torch]"
 	touch $@
 
 test: venv
@@ -24,6 +25,9 @@ test: venv
 	  echo "=== KERAS_BACKEND=$$backend ==="; \
 	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -m "$$marker" $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
+
+lint: venv
+	$(BIN)/ruff check .
 
 demo: venv
 	$(BIN)/python -m conv_self_attention.demo $(DEMO_ARGS)
