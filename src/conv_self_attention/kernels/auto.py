@@ -1,25 +1,29 @@
-"""The `auto` rule: which exact kernel to run for given inputs.
+"""The `auto` rule: which exact kernel to run, as a pure function.
+
+`select_implementation` sees only plain values (backend, device, dtype,
+sizes, widths), never a tensor or a global, so every branch, GPU ones
+included, is tested on a CPU machine. `attention(...)` finds the device
+once (`kernels.device`) and passes it in.
 
 The rule, in order:
 
 1. Scores asked for: `dense` (only it has the N x M matrix to return).
-2. torch: `fused`. With q and k zero-padded to the value width, torch's
-   fused kernel never holds N x M and was the fastest or within noise of
-   the fastest from 32x32 maps up (2.1 s against 9.7 s for dense at
-   128x128 in issue 4's measurement).
-3. N or M unknown at trace time (TF `tf.function` with relaxed shapes):
-   `chunked`. It is exact for every N, its memory is bounded whatever N
-   turns out to be, and at 32x32 it measured within 1.1x of `dense`.
-4. N x M at most the backend's `DENSE_MAX_SCORES`: `dense`; otherwise
-   `chunked`.
+2. A flash kernel is eligible (`flash_eligible`: torch or JAX on an NVIDIA
+   GPU of compute capability 8.0+, float16/bfloat16, head width within the
+   kernel's limit): `fused`, fed q, k, v in the compute dtype.
+3. CPU: torch `fused` (SDPA's CPU flash kernel, float32); otherwise
+   `dense` while N x M is at most the backend's `CPU_DENSE_MAX_SCORES`,
+   else `chunked` (also when N or M is unknown at trace time).
+4. GPU, torch or JAX: `dense` while the whole batch's float32 logits,
+   batch x heads x N x M, are at most `GPU_DENSE_MAX_SCORES` (known
+   sizes only); else torch `fused` (SDPA's memory-efficient kernel) and
+   JAX `chunked` with GPU-sized blocks (`chunked.default_chunk_size`).
+5. Everything else (TensorFlow on a GPU, TPUs, other devices): `chunked`.
+   Nobody has measured these; `chunked` is exact and memory-bounded.
 
-The input dtype does not move the thresholds: every kernel computes the
-logits and the softmax in float32 (see DESIGN.md), so a float16 or bfloat16
-map costs the kernel what a float32 one does.
-
-Thresholds come from `benchmarks/kernel_thresholds.py` (attention core,
-batch 4, one head, q/k of 8 and v of 32 channels, fwd+bwd, best of 5-7
-runs, each ratio measured in one process on a shared 2-core CPU):
+CPU, attention core (batch 4, one head, q/k of 8 and v of 32 channels,
+fwd+bwd, best of 5-7 runs, each ratio measured in one process on a shared
+2-core CPU, `benchmarks/kernel_thresholds.py`):
 
 | map (N = M)  | TF chunked/dense | JAX chunked/dense |
 |--------------|------------------|-------------------|
@@ -32,34 +36,143 @@ runs, each ratio measured in one process on a shared 2-core CPU):
 | 64x64        | 0.32-0.52        | 0.15-0.20         |
 | 96x96        | 0.23-0.40        |                   |
 
-TF's dense kernel wins up to 32x32 maps, so `dense` is kept up to
-N x M = 1024 x 1024 there. JAX's handwritten chunked backward pass beats
-autodiff through the dense softmax at every measured size, so JAX never
-picks `dense` unless scores are asked for.
+TF's dense kernel wins up to 32x32 maps; JAX's handwritten chunked
+backward pass beats autodiff through the dense softmax at every size.
+On CPU every kernel computes in float32, so the dtype moves nothing there.
+
+GPU, NVIDIA H200, whole layer fwd+bwd, ms (working GiB); one head, q/k
+C/8, v C/2; `lowp` is `fused` fed the compute dtype, chunk sizes in [ ]:
+
+| backend, policy | map, batch | naive     | dense    | fused     | chunked        | lowp      |
+|-----------------|------------|-----------|----------|-----------|----------------|-----------|
+| JAX, float32    | 32², 32    | 1.5       | 1.1      | 1.2       | 2.0 [32]       |           |
+| JAX, float32    | 64², 16    | 4.2 (3.1) | 4.0      | 4.3       | 9.6 [32]       |           |
+| JAX, float32    | 128², 8    | 31 (24)   | 31 (24)  | 31 (24)   | 31 (1.6) [1024]|           |
+| JAX, float32    | 256², 2    | 122 (64)  | 123 (96) | OOM       | 124 (1.6) [1024]|          |
+| JAX, bfloat16   | 128², 8    | 18 (12)   | 31       | 31        | 51 [32]        | 4.6 (0.13)|
+| JAX, bfloat16   | 256², 2    | 66 (48)   | 121      | 122       | 199 [32]       | 17 (0.13) |
+| torch, float32  | 32², 32    | 4.6       | 4.6 (0.6)| 5.8 (0.2) | 12             |           |
+| torch, float32  | 64², 16    | 8.7 (4.2) | 8.9 (4.1)| 9.9 (0.2) | 66             |           |
+| torch, float32  | 128², 8    | 45 (32)   | 45 (32)  | 52 (0.2)  | 634            |           |
+| torch, float32  | 256², 2    | OOM       | OOM      | 200 (0.2) | 8495           |           |
+| torch, bfloat16 | 128², 8    | 20 (16)   | 45       | 53        | 631            | 7.9 (0.2) |
+| torch, bfloat16 | 256², 2    | 73 (64)   |          | 202       |                | 21 (0.2)  |
+
+float16 measured as bfloat16 (`lowp` 4.6 ms JAX, 7.7 ms torch at 128²).
+The `dense` limit on GPU, 2**28 logits, keeps `dense` at 32² batch 32 and
+64² batch 16 (where it wins, at the naive block's memory) and leaves
+128² batch 8 (2**31) to the memory-bounded kernels. torch's `chunked`
+was measured before its blocks were sized per device; `auto` never picks
+it on torch.
 """
 
-import keras
+from conv_self_attention.kernels.fused import padded_width
 
-# Largest N x M (per image and head) for which `dense` is chosen: the
-# measured crossover of chunked/dense fwd+bwd time (module docstring).
-DENSE_MAX_SCORES = {
+# Largest N x M (per image and head) for which `dense` is chosen on a CPU:
+# the measured crossover of chunked/dense fwd+bwd time (table above).
+CPU_DENSE_MAX_SCORES = {
     "tensorflow": 1024 * 1024,
     "jax": 0,
 }
-_DEFAULT_DENSE_MAX_SCORES = 1024 * 1024
+_DEFAULT_CPU_DENSE_MAX_SCORES = 1024 * 1024
+# Largest batch x heads x N x M for which `dense` is chosen on a GPU
+# (torch and JAX): 1 GiB of float32 logits, 3-4 GiB measured working set.
+GPU_DENSE_MAX_SCORES = 2**28
+# Head widths (after padding) that the flash kernels accept: torch SDPA's
+# flash kernel up to 256; cuDNN (JAX) up to 128 before Hopper (9.0).
+TORCH_FLASH_MAX_WIDTH = 256
+CUDNN_MAX_WIDTH = {(8, 0): 128, (9, 0): 256}
+FLASH_MIN_CAPABILITY = (8, 0)
+HALF_DTYPES = ("float16", "bfloat16")
 
 
-def select_implementation(query, key, return_scores=False):
-    """Returns the kernel name `auto` stands for with these inputs."""
+def flash_eligible(
+    *, backend, platform, compute_capability, dtype, key_width, value_width
+):
+    """Whether `fused` may feed q, k, v in `dtype` to a flash kernel.
+
+    True only for torch and JAX on an NVIDIA GPU of compute capability 8.0
+    or more, float16/bfloat16 inputs, and a padded head width within the
+    kernel's limit. Elsewhere the fused kernel computes in float32:
+    TensorFlow's `dot_product_attention` is a plain einsum in the input
+    dtype, JAX's float16 attention does not compile on CPU, and the GPU
+    kernels need Ampere or later.
+    """
+    if dtype not in HALF_DTYPES or platform != "gpu":
+        return False
+    if compute_capability is None:
+        return False
+    capability = tuple(compute_capability)
+    if capability < FLASH_MIN_CAPABILITY:
+        return False
+    width = padded_width(key_width, value_width)
+    if backend == "torch":
+        return width <= TORCH_FLASH_MAX_WIDTH
+    if backend == "jax":
+        return width <= _cudnn_max_width(capability)
+    return False
+
+
+def _cudnn_max_width(capability):
+    limits = [w for c, w in CUDNN_MAX_WIDTH.items() if capability >= c]
+    return max(limits)
+
+
+def select_implementation(
+    *,
+    backend,
+    platform,
+    compute_capability,
+    dtype,
+    num_queries,
+    num_keys,
+    batch_heads,
+    key_width,
+    value_width,
+    return_scores=False,
+):
+    """Returns the kernel name `auto` stands for (module docstring).
+
+    Args:
+        backend: `"tensorflow"`, `"jax"` or `"torch"`.
+        platform: `"cpu"`, `"gpu"`, `"tpu"` or another device name.
+        compute_capability: `(major, minor)` of an NVIDIA GPU, else `None`.
+        dtype: the compute dtype of q, k, v, as a string.
+        num_queries, num_keys: N and M, `None` when unknown.
+        batch_heads: batch size x heads, `None` when unknown.
+        key_width, value_width: per-head widths of q/k and of v.
+        return_scores: whether the scores are asked for.
+    """
     if return_scores:
         return "dense"
-    backend = keras.backend.backend()
+    if flash_eligible(
+        backend=backend,
+        platform=platform,
+        compute_capability=compute_capability,
+        dtype=dtype,
+        key_width=key_width,
+        value_width=value_width,
+    ):
+        return "fused"
+    if platform == "cpu":
+        return _cpu_rule(backend, num_queries, num_keys)
+    if platform == "gpu" and backend in ("torch", "jax"):
+        return _gpu_rule(backend, num_queries, num_keys, batch_heads)
+    return "chunked"
+
+
+def _cpu_rule(backend, num_queries, num_keys):
     if backend == "torch":
         return "fused"
-    num_queries, num_keys = query.shape[1], key.shape[1]
     if num_queries is None or num_keys is None:
         return "chunked"
-    limit = DENSE_MAX_SCORES.get(backend, _DEFAULT_DENSE_MAX_SCORES)
-    if num_queries * num_keys <= limit:
-        return "dense"
-    return "chunked"
+    limit = CPU_DENSE_MAX_SCORES.get(backend, _DEFAULT_CPU_DENSE_MAX_SCORES)
+    return "dense" if num_queries * num_keys <= limit else "chunked"
+
+
+def _gpu_rule(backend, num_queries, num_keys, batch_heads):
+    sizes = (num_queries, num_keys, batch_heads)
+    if None not in sizes:
+        if num_queries * num_keys * batch_heads <= GPU_DENSE_MAX_SCORES:
+            return "dense"
+    return "fused" if backend == "torch" else "chunked"
