@@ -60,6 +60,16 @@ def _tensorflow_step(layer, inputs, backward):
 def _jax_step(layer, inputs, backward):
     import jax
 
+    step, arguments = jax_step_parts(layer, inputs, backward)
+    return lambda: jax.block_until_ready(step(*arguments))
+
+
+def jax_step_parts(layer, inputs, backward):
+    """The jitted JAX step of `layer` and the arguments to call it with.
+    Callers that need the compiled executable (for its memory analysis)
+    lower and compile it themselves: `step.lower(*arguments).compile()`."""
+    import jax
+
     trainable = [v.value for v in layer.trainable_variables]
     frozen = [v.value for v in layer.non_trainable_variables]
 
@@ -68,7 +78,7 @@ def _jax_step(layer, inputs, backward):
         return _loss(outputs)
 
     step = jax.jit(jax.grad(loss, argnums=(0, 1)) if backward else loss)
-    return lambda: jax.block_until_ready(step(trainable, inputs))
+    return step, (trainable, list(inputs))
 
 
 def _torch_step(layer, inputs, backward):

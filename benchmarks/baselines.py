@@ -20,10 +20,12 @@ class NaiveSelfAttention2D(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        self.query_conv = _pointwise_conv(self.key_channels)
-        self.key_conv = _pointwise_conv(self.key_channels)
-        self.value_conv = _pointwise_conv(self.value_channels)
-        self.output_conv = _pointwise_conv(channels)
+        # The block's dtype policy (e.g. mixed_bfloat16) reaches its convs.
+        policy = self.dtype_policy
+        self.query_conv = _pointwise_conv(self.key_channels, policy)
+        self.key_conv = _pointwise_conv(self.key_channels, policy)
+        self.value_conv = _pointwise_conv(self.value_channels, policy)
+        self.output_conv = _pointwise_conv(channels, policy)
         for layer, width in (
             (self.query_conv, channels),
             (self.key_conv, channels),
@@ -51,8 +53,8 @@ class NaiveSelfAttention2D(keras.layers.Layer):
         return inputs + self.gamma * self.output_conv(attended)
 
 
-def _pointwise_conv(filters):
-    return keras.layers.Conv2D(filters, 1, use_bias=False)
+def _pointwise_conv(filters, dtype=None):
+    return keras.layers.Conv2D(filters, 1, use_bias=False, dtype=dtype)
 
 
 class MultiHeadSpatialAttention(keras.layers.Layer):

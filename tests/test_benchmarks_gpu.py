@@ -1,0 +1,186 @@
+"""The GPU benchmark (`benchmarks/gpu.py`): its pure parts, and its CPU
+smoke mode run once per installed backend, in subprocesses."""
+
+import importlib.util
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import gpu  # noqa: E402
+import gpu_report  # noqa: E402
+
+pytestmark = pytest.mark.once
+
+INSTALLED = [b for b in gpu.BACKENDS if importlib.util.find_spec(b)]
+# Every case on JAX; naive and auto elsewhere keep the test near a minute.
+FULL_BACKEND = "jax"
+
+
+def _implementations(backend):
+    if backend == FULL_BACKEND:
+        return list(gpu.IMPLEMENTATIONS)
+    return list(gpu.TARGET_CASES)
+
+
+def _record(shape, policy, case, ms=1.0, memory=2**30 // 10, status="ok"):
+    size, batch, channels = shape
+    record = {"kind": "case", "size": size, "batch": batch,
+              "channels": channels, "policy": policy, "case": case,
+              "status": status}
+    if status == "ok":
+        record.update(median_ms=ms, working_bytes=memory)
+    else:
+        record["error"] = "RuntimeError('CUDA out of memory')"
+    return record
+
+
+def _result(backend, records, shapes=((32, 32, 256), (128, 8, 64),
+                                      (256, 2, 64))):
+    return {
+        "backend": backend,
+        "arguments": {"shapes": [list(s) for s in shapes],
+                      "policies": list(gpu.POLICIES), "steps": 10},
+        "records": records,
+    }
+
+
+def test_slugify_names_devices_for_file_names():
+    assert gpu.slugify("NVIDIA H200") == "nvidia-h200"
+    assert gpu.slugify("NVIDIA A100-SXM4-80GB") == "nvidia-a100-sxm4-80gb"
+    assert gpu.slugify("cpu") == "cpu"
+    assert gpu.slugify("  ") == "unknown"
+
+
+def test_plan_runs_the_target_cases_first():
+    shapes = [(8, 1, 8), (16, 1, 8)]
+    planned = list(gpu.plan(shapes, ["float32"], list(gpu.IMPLEMENTATIONS)))
+    cases = [case for _, _, case in planned]
+    assert len(planned) == 2 * len(gpu.IMPLEMENTATIONS)
+    assert set(cases[:4]) == {"naive", "auto"}
+    assert "naive" not in cases[4:] and "auto" not in cases[4:]
+
+
+def test_slow_cases_get_fewer_timed_steps():
+    spec = {"steps": 10, "max_case_seconds": 15.0}
+    assert gpu.timed_steps(spec, 0.01) == 10
+    assert gpu.timed_steps(spec, 3.0) == 5
+    assert gpu.timed_steps(spec, 60.0) == 3
+
+
+def test_out_of_memory_is_recognised_in_each_backends_words():
+    assert gpu.is_oom(RuntimeError("CUDA out of memory. Tried to allocate"))
+    assert gpu.is_oom(ValueError("RESOURCE_EXHAUSTED: Out of memory"))
+    assert gpu.is_oom(ValueError("OOM when allocating tensor"))
+    assert not gpu.is_oom(ValueError("shapes do not match"))
+
+
+def test_targets_pass_fail_and_naive_out_of_memory():
+    small, large, largest = (32, 32, 256), (128, 8, 64), (256, 2, 64)
+    records = []
+    for policy in gpu.POLICIES:
+        records += [_record(small, policy, "naive", 10.0),
+                    _record(small, policy, "auto", 11.5)]
+        records += [_record(large, policy, "naive", 20.0),
+                    _record(large, policy, "auto", 8.0)]
+    records += [_record(largest, "float32", "naive", status="oom"),
+                _record(largest, "float32", "auto", 200.0, 3 * 2**30)]
+    found = {t["name"]: t["verdict"]
+             for t in gpu_report.targets(_result("torch", records))}
+    assert found["float32 32x32 b32 C256: auto/naive time"] == "PASS"
+    assert found["mixed_float16 32x32 b32 C256: auto/naive time"] == "PASS"
+    assert found["mixed_bfloat16 128x128 b8 C64: auto/naive time"] == "PASS"
+    assert found["mixed_bfloat16 128x128 b8 C64: auto working memory"] == (
+        "PASS"
+    )
+    assert found["float32 256x256 b2 C64: auto/naive time"].startswith("N/A")
+    assert found["float32 256x256 b2 C64: auto working memory"] == "FAIL"
+    assert found["mixed_bfloat16 256x256 b2 C64: auto/naive time"] == (
+        "NOT MEASURED"
+    )
+    # 11.5 / 10 passes torch's 1.2x and fails JAX's 1.1x.
+    jax_found = {t["name"]: t["verdict"]
+                 for t in gpu_report.targets(_result("jax", records))}
+    assert jax_found["float32 32x32 b32 C256: auto/naive time"] == "FAIL"
+
+
+def test_table_shows_out_of_memory_and_ratio():
+    shape = (128, 8, 64)
+    records = [_record(shape, "float32", "naive", 40.0),
+               _record(shape, "float32", "auto", 20.0),
+               _record(shape, "float32", "dense", status="oom")]
+    lines = gpu_report.table_lines(_result("jax", records, shapes=[shape]))
+    row = [line for line in lines if "| float32 |" in line]
+    assert len(row) == 1
+    assert "| OOM |" in row[0] and row[0].endswith("| 0.50x |")
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    """Runs the smoke mode once per installed backend into a temporary
+    folder (never benchmarks/results)."""
+    output = tmp_path_factory.mktemp("gpu_benchmark")
+    results = {}
+    for backend in INSTALLED:
+        command = [
+            sys.executable, str(BENCHMARKS / "gpu.py"), "--smoke",
+            "--backends", backend, "--output-dir", str(output),
+            "--implementations", *_implementations(backend),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True,
+                              timeout=300, cwd=ROOT)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        (path,) = output.glob(f"gpu_*_{backend}.json")
+        results[backend] = json.loads(path.read_text())
+    return output, results
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_smoke_run_measures_every_case(smoke_results, backend):
+    _, results = smoke_results
+    result = results[backend]
+    expected = {
+        (*shape, policy, case)
+        for shape in gpu.SMOKE_SHAPES
+        for policy in gpu.POLICIES
+        for case in _implementations(backend)
+    }
+    found = [(r["size"], r["batch"], r["channels"], r["policy"], r["case"])
+             for r in result["records"]]
+    assert sorted(found) == sorted(expected)
+    for record in result["records"]:
+        assert record["status"] == "ok", record
+        for field in ("median_ms", "min_ms"):
+            assert math.isfinite(record[field]) and record[field] > 0
+        if backend == "jax":  # XLA's memory analysis works on CPU too
+            assert record["working_bytes"] > 0
+        elif not result["info"]["device"]["gpu"]:
+            assert record["working_bytes"] is None
+    roof = result["info"]["matmul_roof_tflops"]
+    assert roof["float32"] > 0
+    assert result["stopped"] is None and result["worker"]["returncode"] == 0
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_smoke_run_checks_targets_and_writes_reports(smoke_results, backend):
+    output, results = smoke_results
+    result = results[backend]
+    verdicts = [t["verdict"] for t in result["targets"]]
+    if backend in gpu_report.TIME_LIMITS:
+        # Every target has its cases in the smoke run; memory only on JAX.
+        measured = [v for v in verdicts if v in ("PASS", "FAIL")]
+        assert len(measured) >= 7
+    else:
+        assert verdicts == ["N/A (no targets set)"]
+    slug = result["info"]["device"]["slug"]
+    table = (output / f"gpu_{slug}_{backend}.md").read_text()
+    assert "| map | batch | C | policy |" in table
+    assert "Targets (issue 9):" in table
+    assert f"### {backend} on" in (output / f"gpu_{slug}.md").read_text()
