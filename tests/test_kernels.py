@@ -6,7 +6,6 @@ import pytest
 
 from conv_self_attention import kernels
 from conv_self_attention.kernels import auto
-from conv_self_attention.kernels import chunked
 from tests.conftest import BACKEND
 from tests.conftest import to_numpy
 
@@ -155,35 +154,43 @@ def test_invalid_arguments_name_argument_and_value():
             kernels.attention(*inputs, scale=1.0, chunk_size=bad)
 
 
-class _Shaped:
-    """Only a `.shape`: the auto rule looks at nothing else."""
+def _record_kernel_calls(monkeypatch):
+    """Replaces the kernels `attention` calls by recorders of their name and
+    the arguments after `scale` (`in_compute_dtype`, `platform`, ...)."""
+    calls = []
+    for name in ("dense", "chunked", "fused"):
+        original = getattr(kernels, f"{name}_attention")
 
-    def __init__(self, shape):
-        self.shape = shape
+        def recorder(*args, _name=name, _original=original):
+            calls.append((_name, args[4:]))
+            return _original(*args)
 
-
-def test_auto_rule():
-    def pick(length, keys, scores=False):
-        return auto.select_implementation(
-            _Shaped((None, length, 1, 8)), _Shaped((None, keys, 1, 8)), scores
-        )
-
-    assert pick(16384, 16384, scores=True) == "dense"
-    if BACKEND == "torch":
-        assert pick(256, 256) == pick(16384, 16384) == "fused"
-        return
-    assert pick(None, None) == "chunked"
-    assert pick(16384, 16384) == "chunked"
-    limit = auto.DENSE_MAX_SCORES[BACKEND]
-    if limit:
-        assert pick(limit, 1) == "dense"
-    assert pick(limit + 1, 1) == "chunked"
+        monkeypatch.setattr(kernels, f"{name}_attention", recorder)
+    return calls
 
 
-def test_default_chunk_size_is_bounded():
-    for keys in (None, 1, 100, 4096, 16384, 10**7):
-        size = chunked.default_chunk_size(keys)
-        assert chunked.MIN_CHUNK_SIZE <= size <= chunked.MAX_CHUNK_SIZE
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("side", [8, 40])
+def test_auto_runs_the_cpu_rule(monkeypatch, side, dtype):
+    """On this CPU machine `auto` runs what the pure rule names for a CPU,
+    and `fused` keeps the float32 path whatever the dtype."""
+    case = (2, side * side, side * side, 1, 4, 8, None)
+    *inputs, _ = make_inputs(case)
+    inputs = [keras.ops.cast(x, dtype) for x in inputs]
+    calls = _record_kernel_calls(monkeypatch)
+    kernels.attention(*inputs, scale=1.0, implementation="auto")
+    expected = auto.select_implementation(
+        backend=BACKEND, platform="cpu", compute_capability=None,
+        dtype=dtype, num_queries=side * side, num_keys=side * side,
+        batch_heads=2, key_width=4, value_width=8,
+    )
+    assert [name for name, _ in calls] == [expected]
+    calls.clear()
+    kernels.attention(*inputs, scale=1.0, implementation="fused")
+    assert calls == [("fused", (False, "cpu"))]
+    calls.clear()
+    kernels.attention(*inputs, scale=1.0, implementation="chunked")
+    assert calls == [("chunked", (None, "cpu"))]
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TF tracing")
