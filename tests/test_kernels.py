@@ -91,7 +91,7 @@ def test_matches_dense_values_and_gradients(implementation, case_name):
         kernel(implementation, case[-1], scale), inputs, cotangent
     )
     np.testing.assert_allclose(actual[0], expected[0], atol=2e-5, rtol=1e-4)
-    for got, want in zip(actual[1], expected[1]):
+    for got, want in zip(actual[1], expected[1], strict=True):
         np.testing.assert_allclose(got, want, atol=5e-5, rtol=1e-4)
 
 
@@ -224,7 +224,7 @@ def test_tensorflow_unknown_length_and_batch(jit_compile):
             kernel("dense", scale=0.3), inputs, cotangent
         )
         np.testing.assert_allclose(out.numpy(), expected[0], atol=2e-5)
-        for got, want in zip(grads, expected[1]):
+        for got, want in zip(grads, expected[1], strict=True):
             np.testing.assert_allclose(got.numpy(), want, atol=5e-5)
 
 

@@ -41,22 +41,22 @@ backward pass beats autodiff through the dense softmax at every size.
 On CPU every kernel computes in float32, so the dtype moves nothing there.
 
 GPU, NVIDIA H200, whole layer fwd+bwd, ms (working GiB); one head, q/k
-C/8, v C/2; `lowp` is `fused` fed the compute dtype, chunk sizes in [ ]:
+C/8, v C/2; `lowp` is `fused` fed the compute dtype; chunk sizes in [ ]:
 
-| backend, policy | map, batch | naive     | dense    | fused     | chunked        | lowp      |
-|-----------------|------------|-----------|----------|-----------|----------------|-----------|
-| JAX, float32    | 32², 32    | 1.5       | 1.1      | 1.2       | 2.0 [32]       |           |
-| JAX, float32    | 64², 16    | 4.2 (3.1) | 4.0      | 4.3       | 9.6 [32]       |           |
-| JAX, float32    | 128², 8    | 31 (24)   | 31 (24)  | 31 (24)   | 31 (1.6) [1024]|           |
-| JAX, float32    | 256², 2    | 122 (64)  | 123 (96) | OOM       | 124 (1.6) [1024]|          |
-| JAX, bfloat16   | 128², 8    | 18 (12)   | 31       | 31        | 51 [32]        | 4.6 (0.13)|
-| JAX, bfloat16   | 256², 2    | 66 (48)   | 121      | 122       | 199 [32]       | 17 (0.13) |
-| torch, float32  | 32², 32    | 4.6       | 4.6 (0.6)| 5.8 (0.2) | 12             |           |
-| torch, float32  | 64², 16    | 8.7 (4.2) | 8.9 (4.1)| 9.9 (0.2) | 66             |           |
-| torch, float32  | 128², 8    | 45 (32)   | 45 (32)  | 52 (0.2)  | 634            |           |
-| torch, float32  | 256², 2    | OOM       | OOM      | 200 (0.2) | 8495           |           |
-| torch, bfloat16 | 128², 8    | 20 (16)   | 45       | 53        | 631            | 7.9 (0.2) |
-| torch, bfloat16 | 256², 2    | 73 (64)   |          | 202       |                | 21 (0.2)  |
+| case            | naive    | dense    | fused    | chunked       | lowp     |
+|-----------------|----------|----------|----------|---------------|----------|
+| jax f32 32² b32 | 1.5      | 1.1      | 1.2      | 2.0 [32]      |          |
+| jax f32 64² b16 | 4.2 (3)  | 4.0 (3)  | 4.3      | 9.6 [32]      |          |
+| jax f32 128² b8 | 31 (24)  | 31 (24)  | 31 (24)  | 31 (1.6) [1k] |          |
+| jax f32 256² b2 | 122 (64) | 123 (96) | OOM      | 124 (1.6) [1k]|          |
+| jax bf16 128² 8 | 18 (12)  | 31       | 31       | 51 [32]       | 4.6 (.1) |
+| jax bf16 256² 2 | 66 (48)  | 121      | 122      | 199 [32]      | 17 (.1)  |
+| torch f32 32² 32| 4.6      | 4.6 (.6) | 5.8 (.2) | 12            |          |
+| torch f32 64² 16| 8.7 (4)  | 8.9 (4)  | 9.9 (.2) | 66            |          |
+| torch f32 128² 8| 45 (32)  | 45 (32)  | 52 (.2)  | 634           |          |
+| torch f32 256² 2| OOM      | OOM      | 200 (.2) | 8495          |          |
+| torch bf16 128²8| 20 (16)  | 45       | 53       | 631           | 7.9 (.2) |
+| torch bf16 256²2| 73 (64)  |          | 202      |               | 21 (.2)  |
 
 float16 measured as bfloat16 (`lowp` 4.6 ms JAX, 7.7 ms torch at 128²).
 The `dense` limit on GPU, 2**28 logits, keeps `dense` at 32² batch 32 and

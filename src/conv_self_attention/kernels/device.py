@@ -55,14 +55,14 @@ def _torch_device(device):
     return Device("gpu", _torch_capability(device.index))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _torch_capability(index):
     import torch
 
     return tuple(torch.cuda.get_device_capability(index))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jax_device():
     import jax
 
@@ -84,7 +84,7 @@ def _tensorflow_device():
     return CPU
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tensorflow_capability():
     import tensorflow as tf
 

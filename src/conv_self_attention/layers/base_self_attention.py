@@ -74,9 +74,14 @@ class BaseSelfAttention(keras.layers.Layer):
         data_format: `"channels_last"` or `"channels_first"`. Defaults to
             `keras.config.image_data_format()`.
         attention_implementation: `"auto"`, `"dense"`, `"chunked"` or
-            `"fused"`; all are exact. `"auto"` picks by backend and map size.
+            `"fused"`; all are exact. `"auto"` picks by backend, device
+            (CPU, GPU and its compute capability), compute dtype and map
+            size. On NVIDIA GPUs of compute capability 8.0+ (torch, JAX)
+            under float16/bfloat16, `"fused"` runs the backend's flash
+            kernel in the compute dtype; elsewhere it computes in float32.
         chunk_size: query positions per block of the chunked kernel.
-            Defaults to `None` (the kernel's default).
+            Defaults to `None`: sized for the device (a CPU cache, or
+            about 2**27 logits per block on a GPU).
         kernel_initializer: initializer of the 1x1 convolution kernels.
             Defaults to `"glorot_uniform"`.
         kernel_regularizer: regularizer of the kernels. Defaults to `None`.
