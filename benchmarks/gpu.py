@@ -63,6 +63,9 @@ TARGET_CASES = ("naive", "auto")
 SHAPES = ((32, 32, 256), (64, 16, 128), (128, 8, 64), (256, 2, 64))
 SMOKE_SHAPES = ((8, 4, 32), (16, 2, 16))
 GIB = 2**30
+# Seconds of cases for all backends together: with start-up, the matmul
+# roof, the last case and the grace period, a run stays within 10 minutes.
+TOTAL_BUDGET = 400.0
 
 
 def parse_args(argv):
@@ -79,11 +82,12 @@ def parse_args(argv):
     parser.add_argument("--implementations", nargs="+",
                         choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS))
     parser.add_argument(
-        "--budget", type=float, default=200.0,
-        help="seconds per backend after which no new case starts",
+        "--budget", type=float, default=None,
+        help="seconds per backend after which no new case starts "
+        f"(default: {TOTAL_BUDGET:.0f} s shared by the backends)",
     )
     parser.add_argument(
-        "--grace", type=float, default=90.0,
+        "--grace", type=float, default=60.0,
         help="seconds past the budget before a worker is killed",
     )
     parser.add_argument("--steps", type=int, default=10,
@@ -100,6 +104,9 @@ def parse_args(argv):
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.backends = args.backends or installed_backends()
+    if args.budget is None:
+        args.budget = TOTAL_BUDGET / max(len(args.backends), 1)
     if args.smoke:
         args.steps, args.roof_size = min(args.steps, 2), 128
     return args
@@ -183,10 +190,16 @@ def run_case(backend, shape, policy, case, spec):
         record["status"] = "oom" if is_oom(error) else "error"
         record["error"] = repr(error)[:400]
         if record["status"] == "error":
-            record["trace"] = traceback.format_exc()[-1200:]
+            record["trace"] = without_folders(traceback.format_exc()[-1200:])
     release_memory(backend)
     record["case_seconds"] = time.monotonic() - started
     return record
+
+
+def without_folders(text):
+    """`text` with each file path cut to its last three parts: results are
+    committed, the machine's folders are not."""
+    return re.sub(r'"/[^"]*?((?:[^"/]+/){0,2}[^"/]+)"', r'".../\1"', text)
 
 
 def is_oom(error):
@@ -572,7 +585,7 @@ def spawn(spec, timeout, scratch):
         except subprocess.TimeoutExpired:
             code, timed_out = None, True
     with open(stderr_path) as stderr:
-        tail = stderr.read().strip().splitlines()[-5:]
+        tail = without_folders(stderr.read()).strip().splitlines()[-5:]
     return {"returncode": code, "timed_out": timed_out,
             "seconds": time.monotonic() - started, "stderr_tail": tail}
 
@@ -613,10 +626,9 @@ def main(argv=None):
         return worker_main(json.loads(args.worker))
     import gpu_report
 
-    backends = args.backends or installed_backends()
     os.makedirs(args.output_dir, exist_ok=True)
     status = 0
-    for backend in backends:
+    for backend in args.backends:
         print(f"=== {backend} ===", flush=True)
         result = run_backend(backend, args)
         if result["info"] is None or "error" in result["info"]:
@@ -626,7 +638,8 @@ def main(argv=None):
             continue
         base = write_results(result, args.output_dir)
         print(gpu_report.markdown(result), flush=True)
-        print(f"wrote {base}.json and .md", flush=True)
+        name = os.path.basename(base)
+        print(f"wrote {name}.json and {name}.md", flush=True)
     return status
 
 

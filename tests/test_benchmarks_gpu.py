@@ -82,6 +82,11 @@ def test_out_of_memory_is_recognised_in_each_backends_words():
     assert not gpu.is_oom(ValueError("shapes do not match"))
 
 
+def test_error_traces_keep_no_machine_folders():
+    trace = 'File "/home/someone/site/keras/src/ops/nn.py", line 3'
+    assert gpu.without_folders(trace) == 'File ".../src/ops/nn.py", line 3'
+
+
 def test_targets_pass_fail_and_naive_out_of_memory():
     small, large, largest = (32, 32, 256), (128, 8, 64), (256, 2, 64)
     records = []
