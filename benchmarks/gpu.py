@@ -141,7 +141,11 @@ def worker_main(spec):
                 _emit(out, {"kind": "stopped", "reason": "budget",
                             "after_seconds": time.monotonic() - start})
                 break
-            _emit(out, run_case(backend, shape, policy, case, spec))
+            record = run_case(backend, shape, policy, case, spec)
+            if case == "auto":
+                record["auto_picks"] = auto_choice(backend, device, shape,
+                                                   policy)
+            _emit(out, record)
     return 0
 
 
@@ -200,6 +204,33 @@ def without_folders(text):
     """`text` with each file path cut to its last three parts: results are
     committed, the machine's folders are not."""
     return re.sub(r'"/[^"]*?((?:[^"/]+/){0,2}[^"/]+)"', r'".../\1"', text)
+
+
+def auto_choice(backend, device, shape, policy):
+    """The kernel `auto` stands for in this case, from the package's pure
+    rule; None if that rule's signature has changed (timing survives)."""
+    try:
+        import keras
+
+        from conv_self_attention.kernels import auto
+
+        size, batch, channels = shape
+        capability = device.get("compute_capability")
+        if capability:
+            capability = tuple(int(p) for p in capability.split("."))
+        return auto.select_implementation(
+            backend=backend,
+            platform="gpu" if device["gpu"] else "cpu",
+            compute_capability=capability or None,
+            dtype=keras.DTypePolicy(policy).compute_dtype,
+            num_queries=size * size,
+            num_keys=size * size,
+            batch_heads=batch,
+            key_width=channels // 8,
+            value_width=channels // 2,
+        )
+    except Exception:  # noqa: BLE001 - an annotation, not a measurement
+        return None
 
 
 def is_oom(error):
@@ -331,6 +362,8 @@ def _jax_runner(layer, inputs):
     import _harness
     import jax
 
+    # On the device once: a NumPy input would be copied there every step.
+    inputs = [jax.device_put(x) for x in inputs]
     jitted, arguments = _harness.jax_step_parts(layer, inputs, True)
     compiled = jitted.lower(*arguments).compile()
     stats = compiled.memory_analysis()

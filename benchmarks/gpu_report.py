@@ -53,7 +53,9 @@ def _cell(record):
         return record["status"].upper()
     memory = gibibytes(record)
     memory = "—" if memory is None else f"{memory:.2f}"
-    return f"{record['median_ms']:.4g} / {memory}"
+    picks = record.get("auto_picks")
+    picks = f" ({picks})" if picks else ""
+    return f"{record['median_ms']:.4g} / {memory}{picks}"
 
 
 def _ratio(value, base):
@@ -180,7 +182,7 @@ def header_lines(result):
         f"{device.get('float32_matmul', 'default')}). Cells: median "
         f"fwd+bwd ms over up to {steps} synchronised steps after warm-up / "
         f"working memory GiB ({MEMORY_METHODS[backend]}); OOM: out of "
-        "memory. `auto/naive`: time ratio."
+        "memory; (name): the kernel `auto` ran. `auto/naive`: time ratio."
     )
     if device.get("float32_matmul_note"):
         text += " Note: " + device["float32_matmul_note"] + "."

@@ -164,6 +164,8 @@ def test_smoke_run_measures_every_case(smoke_results, backend):
         assert record["status"] == "ok", record
         for field in ("median_ms", "min_ms"):
             assert math.isfinite(record[field]) and record[field] > 0
+        if record["case"] == "auto":
+            assert record["auto_picks"] in ("dense", "chunked", "fused", None)
         if backend == "jax":  # XLA's memory analysis works on CPU too
             assert record["working_bytes"] > 0
         elif not result["info"]["device"]["gpu"]:
