@@ -191,3 +191,18 @@ def test_smoke_run_checks_targets_and_writes_reports(smoke_results, backend):
     assert "| map | batch | C | policy |" in table
     assert "Targets (issue 9):" in table
     assert f"### {backend} on" in (output / f"gpu_{slug}.md").read_text()
+
+
+def test_no_case_starts_after_the_budget(tmp_path):
+    command = [
+        sys.executable, str(BENCHMARKS / "gpu.py"), "--smoke", "--budget",
+        "0", "--backends", INSTALLED[0], "--output-dir", str(tmp_path),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (path,) = tmp_path.glob("gpu_*.json")
+    result = json.loads(path.read_text())
+    assert result["records"] == []
+    assert result["stopped"]["reason"] == "budget"
+    assert "Budget reached" in path.with_suffix(".md").read_text()
