@@ -4,7 +4,7 @@
     python benchmarks/gpu.py --backends torch jax --budget 200
     python benchmarks/gpu.py --smoke --output-dir DIR  # CPU check
 
-For the issue's shapes (32x32 batch 32 C=256, 64x64 batch 16 C=128,
+For issue 9's shapes (32x32 batch 32 C=256, 64x64 batch 16 C=128,
 128x128 batch 8 C=64, 256x256 batch 2 C=64), the dtype policies float32,
 mixed_bfloat16 and mixed_float16, and the cases `naive` (the textbook
 block of `baselines.py`, same policy) and `SelfAttention2D` with
@@ -20,8 +20,10 @@ backend's worker process measures
 
 A case that runs out of memory is recorded as `oom`. `naive` and `auto`
 run first for every shape and policy, then the explicit implementations,
-and no case starts once `--budget` seconds have passed in that worker, so
-a run cut short still checks the targets (`gpu_report.py`). The matmul
+and no case starts once `--budget` seconds have passed in that worker
+(default: 400 s shared by the backends, so torch and JAX together finish
+within 10 minutes), so a run cut short still checks the targets
+(`gpu_report.py`). The matmul
 roof (bfloat16 and float32) is measured in the same process, and the
 float32 matmul precision in force is recorded: JAX's default on Ampere
 and later GPUs is TF32-like, TensorFlow enables TF32 by default, torch
