@@ -23,10 +23,7 @@ import argparse
 import json
 import os
 
-BATCH_SIZE = 8  # global batch: each of two replicas gets 4 images
-NUM_SAMPLES = 32
-EPOCHS = 2
-MAP_SHAPE = (12, 12, 3)
+import toy_task
 
 
 def parse_args(argv=None):
@@ -62,33 +59,6 @@ def split_host_devices(backend, count):
     )
 
 
-def make_data():
-    """A fixed regression task: predict the mean of each map's centre."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    images = rng.normal(size=(NUM_SAMPLES, *MAP_SHAPE)).astype("float32")
-    targets = images[:, 4:8, 4:8].mean(axis=(1, 2, 3))[:, None]
-    return images, targets
-
-
-def build_model(spectral_norm):
-    import keras
-
-    from conv_self_attention import SelfAttention2D
-
-    inputs = keras.Input(MAP_SHAPE)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-    x = SelfAttention2D(
-        num_heads=2, pool_size=2, gamma=0.5, spectral_norm=spectral_norm
-    )(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(1)(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    return model
-
-
 def step_loss_recorder(losses):
     """A callback appending the running loss after every training step."""
     import keras
@@ -111,8 +81,8 @@ def train(model, data):
     model.fit(
         images,
         targets,
-        batch_size=BATCH_SIZE,
-        epochs=EPOCHS,
+        batch_size=toy_task.BATCH_SIZE,
+        epochs=toy_task.EPOCHS,
         shuffle=False,
         verbose=0,
         callbacks=[step_loss_recorder(losses)],
@@ -133,7 +103,7 @@ def train_tensorflow(data, initial_weights, spectral_norm, parallel):
         devices = devices or tf.config.list_logical_devices("CPU")
         strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
     with strategy.scope():
-        model = build_model(spectral_norm)
+        model = toy_task.build_model(spectral_norm)
         model.set_weights(initial_weights)
     return (*train(model, data), strategy.num_replicas_in_sync)
 
@@ -146,7 +116,7 @@ def train_jax(data, initial_weights, spectral_norm, parallel):
     distribution = keras.distribution.DataParallel() if parallel else None
     keras.distribution.set_distribution(distribution)
     try:
-        model = build_model(spectral_norm)
+        model = toy_task.build_model(spectral_norm)
         model.set_weights(initial_weights)
         replicas = len(distribution.device_mesh.devices) if parallel else 1
         return (*train(model, data), replicas)
@@ -160,11 +130,11 @@ def compare(backend):
     import keras
 
     run = train_tensorflow if backend == "tensorflow" else train_jax
-    data = make_data()
+    data = toy_task.make_data()
     results = {"backend": backend}
     for spectral_norm in (False, True):
         keras.utils.set_random_seed(0)
-        initial_weights = build_model(spectral_norm).get_weights()
+        initial_weights = toy_task.build_model(spectral_norm).get_weights()
         single, single_weights, _ = run(
             data, initial_weights, spectral_norm, parallel=False
         )
@@ -190,7 +160,7 @@ def max_difference(weights, other_weights):
     """Largest absolute difference over two lists of weight arrays."""
     return max(
         float(abs(weight - other).max())
-        for weight, other in zip(weights, other_weights)
+        for weight, other in zip(weights, other_weights, strict=True)
     )
 
 

@@ -1,0 +1,214 @@
+"""Data-parallel training over several processes with JAX and
+`keras.distribution`: one process per host (or per accelerator).
+
+Every process runs this script with the same coordinator address (host and
+port of process 0) and process count, and its own process id, given as
+flags or in Keras' environment variables `KERAS_DISTRIBUTION_JOB_ADDRESSES`,
+`KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`:
+
+    # on host 0 (the coordinator, 10.0.0.1) and on host 1
+    python examples/multiprocess_jax.py --coordinator 10.0.0.1:1234 \\
+        --num-processes 2 --process-id 0
+    python examples/multiprocess_jax.py --coordinator 10.0.0.1:1234 \\
+        --num-processes 2 --process-id 1
+
+`keras.distribution.DataParallel` then replicates the model over the
+devices of all processes; each process feeds only its own slice of every
+global batch (`auto_shard_dataset=False`), and gradients are averaged
+across all devices. A process that cannot reach the coordinator within
+`--init-timeout` seconds exits with an error naming the address.
+
+With `--output-dir`, each process writes `process_<id>.json` (per-step
+losses and final weights), and process 0 also writes `model.keras` and
+`outputs.npz` (the trained model's outputs on fixed inputs).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+
+import toy_task
+
+FIXED_INPUTS_SEED = 1
+
+
+def parse_args(argv=None):
+    environ = os.environ
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--coordinator",
+        default=environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"),
+        help="host:port of process 0; comma-separated job addresses are "
+        "accepted, the first is the coordinator",
+    )
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        default=int(environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", 1)),
+    )
+    parser.add_argument(
+        "--process-id",
+        type=int,
+        default=int(environ.get("KERAS_DISTRIBUTION_PROCESS_ID", 0)),
+    )
+    parser.add_argument(
+        "--init-timeout",
+        type=int,
+        default=300,
+        help="seconds to wait for all processes to join before failing",
+    )
+    parser.add_argument("--epochs", type=int, default=toy_task.EPOCHS)
+    parser.add_argument("--output-dir", type=pathlib.Path, default=None)
+    args = parser.parse_args(argv)
+    if args.num_processes > 1 and not args.coordinator:
+        parser.error(
+            "several processes need --coordinator "
+            "(or KERAS_DISTRIBUTION_JOB_ADDRESSES)"
+        )
+    return args
+
+
+def join_processes(coordinator, num_processes, process_id, timeout):
+    """Connects this process to the others; exits if that times out.
+
+    `keras.distribution.initialize` waits for the coordinator without a
+    bound we can choose, so call `jax.distributed.initialize` directly,
+    before anything touches the devices.
+    """
+    import jax
+
+    # CPU collectives between processes (GPUs and TPUs use their own).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    address = coordinator.split(",")[0]
+    # Said first: JAX aborts the process without naming the address when
+    # the coordinator does not answer in time.
+    print(
+        f"process {process_id}: joining {num_processes} processes at "
+        f"coordinator {address} (timeout {timeout} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=address,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=timeout,
+        )
+    except Exception as error:  # noqa: BLE001 - any failure is fatal here
+        sys.exit(
+            f"process {process_id}: could not join {num_processes} "
+            f"processes at coordinator {address} within {timeout} s: "
+            f"{error}"
+        )
+
+
+def step_loss_recorder(losses):
+    """A callback appending the running loss after every training step."""
+    import keras
+
+    class StepLosses(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            losses.append(float(logs["loss"]))
+
+    return StepLosses()
+
+
+def train(args):
+    """Fits this process's shard.
+
+    Returns `(model, initial weights, per-step losses)`.
+    """
+    import keras
+
+    # Same seed everywhere: every process creates the same initial weights.
+    keras.utils.set_random_seed(0)
+    distribution = keras.distribution.DataParallel(auto_shard_dataset=False)
+    keras.distribution.set_distribution(distribution)
+    model = toy_task.build_model(spectral_norm=True)
+    initial_weights = toy_task.named_weights(model)
+    images, targets = toy_task.make_data()
+    shard = [
+        toy_task.process_shard(array, args.process_id, args.num_processes)
+        for array in (images, targets)
+    ]
+    losses = []
+    model.fit(
+        *shard,
+        batch_size=toy_task.BATCH_SIZE // args.num_processes,
+        epochs=args.epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[step_loss_recorder(losses)],
+    )
+    return model, initial_weights, losses
+
+
+def write_results(model, initial_weights, losses, args):
+    """Writes this process's results; process 0 also saves the model."""
+    import jax
+    import keras
+    import numpy as np
+
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    result = {
+        "process_id": jax.process_index(),
+        "num_processes": jax.process_count(),
+        "num_devices": jax.device_count(),
+        "losses": losses,
+        "initial_weights": toy_task.as_lists(initial_weights),
+        "weights": toy_task.as_lists(toy_task.named_weights(model)),
+    }
+    path = args.output_dir / f"process_{args.process_id}.json"
+    path.write_text(json.dumps(result))
+    save_from_process_0(model, args.output_dir / "model.keras")
+    if args.process_id != 0:
+        return
+    # Outputs of a plain one-device copy holding the trained weights: the
+    # distributed model spans devices this process cannot run alone.
+    keras.distribution.set_distribution(None)
+    local_model = toy_task.build_model(spectral_norm=True, compile=False)
+    local_model.set_weights(model.get_weights())
+    rng = np.random.default_rng(FIXED_INPUTS_SEED)
+    inputs = rng.normal(size=(4, *toy_task.MAP_SHAPE)).astype("float32")
+    outputs = keras.ops.convert_to_numpy(local_model(inputs))
+    np.savez(args.output_dir / "outputs.npz", inputs=inputs, outputs=outputs)
+
+
+def save_from_process_0(model, path):
+    """Saves `model` to `path` from process 0 only.
+
+    Every process must call `save`: saving creates variables (for the
+    optimizer's state), and creating a distributed variable is a collective
+    step all processes take together. The others write a throwaway copy.
+    """
+    import jax
+
+    if jax.process_index() == 0:
+        model.save(path)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        model.save(pathlib.Path(directory) / path.name)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ["KERAS_BACKEND"] = "jax"
+    if args.num_processes > 1:
+        join_processes(
+            args.coordinator,
+            args.num_processes,
+            args.process_id,
+            args.init_timeout,
+        )
+    model, initial_weights, losses = train(args)
+    print(f"process {args.process_id}: final loss {losses[-1]:.6f}")
+    if args.output_dir is not None:
+        write_results(model, initial_weights, losses, args)
+
+
+if __name__ == "__main__":
+    main()
