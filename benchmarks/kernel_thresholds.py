@@ -2,16 +2,22 @@
 
 Times `dense`, `chunked` (several chunk sizes) and `fused` on the attention
 core alone (q, k of 8 channels, v of 32, one head, square maps) in one
-process and prints each time as a ratio to `dense` at the same size, so
-machine noise largely cancels. `conv_self_attention.kernels.auto` cites
-the results.
+process and prints each time as a ratio to the first case at the same size
+(`dense` by default), so machine noise largely cancels. The cases take
+turns: each round times every case once, so a burst of load from other
+processes hits them alike. `conv_self_attention.kernels.auto` cites the
+results.
 
     python benchmarks/kernel_thresholds.py --backend jax --sides 16 32 48 64
+    python benchmarks/kernel_thresholds.py --backend torch --sides 128 \
+        --implementations fused chunked --repeats 7
 """
 
 import argparse
 import os
+import statistics
 import sys
+import time
 
 
 def parse_args(argv):
@@ -40,18 +46,43 @@ def main(argv=None):
     for side in args.sides:
         length = side * side
         inputs = _harness.core_inputs(args.batch, length, length, 1, 8, 32)
-        results = {}
+        steps = {}
         for name, chunk_size in cases:
             layer = _harness.KernelCore(name, chunk_size=chunk_size)
-            step = _harness.make_step(layer, inputs, args.mode)
-            _, times = _harness.time_step(step, repeats=args.repeats)
-            results[(name, chunk_size)] = min(times)
-        base = results.get(("dense", None))
-        for (name, chunk_size), seconds in results.items():
-            ratio = f"{seconds / base:5.2f}x dense" if base else ""
-            label = name if chunk_size is None else f"{name}[{chunk_size}]"
-            print(f"{side:4d}x{side:<4d} N={length:6d} {label:14s} "
-                  f"{seconds * 1e3:9.1f} ms  {ratio}", flush=True)
+            steps[(name, chunk_size)] = _harness.make_step(
+                layer, inputs, args.mode
+            )
+        times = _alternating_times(steps, args.repeats)
+        _print_side(side, times)
+
+
+def _alternating_times(steps, repeats):
+    """Seconds per call of each step, timed in turns after one warm-up."""
+    times = {case: [] for case in steps}
+    for step in steps.values():
+        step()
+    for _ in range(repeats):
+        for case, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[case].append(time.perf_counter() - start)
+    return times
+
+
+def _print_side(side, times):
+    base_case = next(iter(times))
+    base = min(times[base_case])
+    base_median = statistics.median(times[base_case])
+    for (name, chunk_size), seconds in times.items():
+        label = name if chunk_size is None else f"{name}[{chunk_size}]"
+        print(
+            f"{side:4d}x{side:<4d} N={side * side:6d} {label:14s} "
+            f"best {min(seconds) * 1e3:9.1f} ms "
+            f"({min(seconds) / base:5.2f}x {base_case[0]}), median "
+            f"{statistics.median(seconds) * 1e3:9.1f} ms "
+            f"({statistics.median(seconds) / base_median:5.2f}x)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
