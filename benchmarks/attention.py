@@ -91,6 +91,7 @@ def peak_rss_bytes():
 
 def build_case(case, channels):
     import baselines
+
     from conv_self_attention import SelfAttention2D
 
     key_channels, value_channels = channels // 8, channels // 2
@@ -109,9 +110,8 @@ def build_case(case, channels):
 
 
 def run_case(spec):
-    import numpy as np
-
     import _harness
+    import numpy as np
 
     shape = (spec["batch"], spec["size"], spec["size"], spec["channels"])
     inputs = [np.random.default_rng(0).normal(size=shape).astype("float32")]
@@ -134,10 +134,9 @@ def run_case(spec):
 
 def run_roof(spec):
     """Best float32 matmul rate of this backend, in FLOP/s."""
+    import _harness
     import keras
     import numpy as np
-
-    import _harness
 
     size = spec.get("matmul_size", 2048)
     rng = np.random.default_rng(0)
@@ -145,7 +144,9 @@ def run_roof(spec):
         keras.ops.convert_to_tensor(rng.normal(size=(size, size)), "float32")
         for _ in range(2)
     )
-    step = lambda: keras.ops.convert_to_numpy(keras.ops.matmul(a, b)[0, 0])
+    def step():
+        return keras.ops.convert_to_numpy(keras.ops.matmul(a, b)[0, 0])
+
     _, times = _harness.time_step(step, repeats=5, min_seconds=2.0)
     return {"flops_per_second": 2.0 * size**3 / min(times)}
 
@@ -278,7 +279,7 @@ def main(argv=None):
               "\nRerun when they finish, or pass --allow-concurrent-tests.",
               file=sys.stderr)
         return 2
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     roof, records = run_all(args)
     import report
 

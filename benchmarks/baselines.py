@@ -41,7 +41,9 @@ class NaiveSelfAttention2D(keras.layers.Layer):
 
     def call(self, inputs):
         batch, height, width, _ = ops.shape(inputs)
-        flat = lambda t: ops.reshape(t, (batch, height * width, t.shape[-1]))
+        def flat(t):
+            return ops.reshape(t, (batch, height * width, t.shape[-1]))
+
         query = flat(self.query_conv(inputs))
         key = flat(self.key_conv(inputs))
         value = flat(self.value_conv(inputs))

@@ -107,7 +107,9 @@ def target_lines(result, time_targets):
     """PASS/FAIL/NOT MEASURED for each target of issue 4."""
     backend = result["backend"]
     records = _index(result["records"])
-    get = lambda size, batch, case: records.get((size, batch, case, "fwd+bwd"))
+    def get(size, batch, case):
+        return records.get((size, batch, case, "fwd+bwd"))
+
     lines = []
 
     def check(name, value, limit, fmt):

@@ -45,8 +45,10 @@ def trainable_gradients(layer, inputs, loss_fn=None):
     else:
         raise NotImplementedError(BACKEND)
     return {
-        w.path: np.zeros(w.shape) if g is None else keras.ops.convert_to_numpy(g)
-        for w, g in zip(weights, grads)
+        w.path: (
+            np.zeros(w.shape) if g is None else keras.ops.convert_to_numpy(g)
+        )
+        for w, g in zip(weights, grads, strict=True)
     }
 
 

@@ -51,4 +51,5 @@ def to_numpy(tensor):
 
 
 def pytest_report_header(config):
-    return f"keras backend: {BACKEND} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')})"
+    variable = os.environ.get("KERAS_BACKEND")
+    return f"keras backend: {BACKEND} (KERAS_BACKEND={variable})"

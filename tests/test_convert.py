@@ -13,10 +13,10 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import to_numpy
 
 from conv_self_attention import SelfAttention2D
 from conv_self_attention.convert import load_biggan_attention
-from conftest import to_numpy
 
 torch = pytest.importorskip("torch")
 functional = torch.nn.functional

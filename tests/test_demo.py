@@ -145,13 +145,16 @@ def test_gan_step_updates_each_network_in_its_own_step():
     d_loss, g_loss = trainer.train_step(real.astype("float32"))
     assert np.isfinite(d_loss) and np.isfinite(g_loss)
     g_after, d_after = trainable(generator), trainable(discriminator)
-    assert any(not np.array_equal(a, b) for a, b in zip(g_before, g_after))
-    assert any(not np.array_equal(a, b) for a, b in zip(d_before, d_after))
+    for before, after in ((g_before, g_after), (d_before, d_after)):
+        assert any(
+            not np.array_equal(a, b)
+            for a, b in zip(before, after, strict=True)
+        )
     # Replay only the G step: D's trainable weights must not move.
     d_frozen = trainable(discriminator)
     discriminator.trainable = False
     trainer.combined.train_on_batch(trainer.latent(8), np.ones((8, 1)))
-    for before, after in zip(d_frozen, trainable(discriminator)):
+    for before, after in zip(d_frozen, trainable(discriminator), strict=True):
         np.testing.assert_array_equal(before, after)
     # Replay only the D step: G's weights must not move.
     g_frozen = trainable(generator)
@@ -159,7 +162,7 @@ def test_gan_step_updates_each_network_in_its_own_step():
     fake = trainer.sampler.predict_on_batch(trainer.latent(8))
     labels = np.concatenate([np.ones((8, 1)), -np.ones((8, 1))])
     discriminator.train_on_batch(np.concatenate([real, fake]), labels)
-    for before, after in zip(g_frozen, trainable(generator)):
+    for before, after in zip(g_frozen, trainable(generator), strict=True):
         np.testing.assert_array_equal(before, after)
 
 

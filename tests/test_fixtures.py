@@ -12,9 +12,9 @@ import zipfile
 import keras
 import numpy as np
 import pytest
+from reference import reference_self_attention
 
 import conv_self_attention  # noqa: F401 (registers the layers)
-from reference import reference_self_attention
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures")
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -62,7 +62,8 @@ def test_stored_outputs_match_reference(written_on):
     outputs, scores = reference_self_attention(
         model.get_layer("attention_1d"), sequence
     )
-    for actual, stored_output in zip([seed_style, outputs, scores], expected):
+    actuals = [seed_style, outputs, scores]
+    for actual, stored_output in zip(actuals, expected, strict=True):
         np.testing.assert_allclose(actual, stored_output, rtol=1e-5, atol=1e-5)
 
 

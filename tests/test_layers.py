@@ -1,6 +1,5 @@
 """Semantics of the self-attention layers against the NumPy reference."""
 
-import warnings
 
 import keras
 import numpy as np
@@ -38,7 +37,9 @@ CONFIGS = {
         (6, 5, 8),
         {"data_format": "channels_first", "pool_size": 2, "num_heads": 2},
     ),
-    "2d_spectral_norm": (2, (5, 5, 8), {"spectral_norm": True, "use_bias": True}),
+    "2d_spectral_norm": (
+        2, (5, 5, 8), {"spectral_norm": True, "use_bias": True}
+    ),
     "1d_heads": (1, (11, 8), {"num_heads": 4, "filters": 8}),
     "1d_pool_tanh": (1, (9, 6), {"pool_size": 4, "activation": "tanh"}),
     "3d_pool": (3, (3, 4, 5, 8), {"pool_size": 2, "num_heads": 2}),

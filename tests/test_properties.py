@@ -115,7 +115,9 @@ def test_permutation_equivariance_without_pooling(case, data):
     )
     np.testing.assert_allclose(
         _to_positions(to_numpy(compiled_call(layer, permuted_x)), data_format),
-        _to_positions(to_numpy(compiled_call(layer, x)), data_format)[:, permutation],
+        _to_positions(to_numpy(compiled_call(layer, x)), data_format)[
+            :, permutation
+        ],
         rtol=1e-5,
         atol=1e-5,
     )

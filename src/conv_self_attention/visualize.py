@@ -40,7 +40,8 @@ def query_index(position, spatial_shape):
     position = _int_tuple("position", position)
     spatial_shape = _int_tuple("spatial_shape", spatial_shape)
     if len(position) != len(spatial_shape) or not all(
-        0 <= index < size for index, size in zip(position, spatial_shape)
+        0 <= index < size
+        for index, size in zip(position, spatial_shape, strict=True)
     ):
         raise ValueError(
             "Each coordinate of `position` must lie in `[0, size)` of the "
@@ -146,7 +147,8 @@ def upsample_attention_map(attention_map, spatial_shape, pool_size=None):
         return attention_map
     pools = normalize_pool_size(pool_size, rank)
     lead = attention_map.ndim - rank
-    for axis, (size, cells, pool) in enumerate(zip(spatial_shape, grid, pools)):
+    axes = zip(spatial_shape, grid, pools, strict=True)
+    for axis, (size, cells, pool) in enumerate(axes):
         start = (cells * pool - size) // 2
         attention_map = np.repeat(attention_map, pool, axis=lead + axis)
         attention_map = np.take(
@@ -218,7 +220,7 @@ def plot_attention_maps(
         squeeze=False,
         constrained_layout=True,
     )
-    for row, (query, query_maps) in enumerate(zip(queries, maps)):
+    for row, (query, query_maps) in enumerate(zip(queries, maps, strict=True)):
         upsampled = upsample_attention_map(query_maps, spatial_shape, pool_size)
         _draw_query_row(
             axes[row], image, query, upsampled, spatial_shape, cmap, alpha

@@ -44,12 +44,12 @@ def gan_losses(histories, path):
     """Per-step D and G hinge losses of each GAN, smoothed over 20 steps."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for label, history in histories.items():
-        for axis, key in zip(axes, ("d_loss", "g_loss")):
+        for axis, key in zip(axes, ("d_loss", "g_loss"), strict=True):
             values = np.asarray(history[key])
             axis.plot(values, alpha=0.25)
             axis.plot(_moving_average(values, 20), label=label,
                       color=axis.lines[-1].get_color())
-    for axis, name in zip(axes, ("Discriminator", "Generator")):
+    for axis, name in zip(axes, ("Discriminator", "Generator"), strict=True):
         axis.set_title(f"{name} hinge loss (line: mean of 20 steps)")
         axis.set_xlabel("training step (one D step + one G step)")
         axis.set_ylabel("loss")

@@ -4,3 +4,12 @@ from conv_self_attention.layers.self_attention import SelfAttention1D
 from conv_self_attention.layers.self_attention import SelfAttention2D
 from conv_self_attention.layers.self_attention import SelfAttention3D
 from conv_self_attention.layers.self_attention import SelfAttention_Conv2D
+
+__all__ = [
+    "BaseSelfAttention",
+    "SelfAttention1D",
+    "SelfAttention2D",
+    "SelfAttention3D",
+    "SelfAttention_Conv2D",
+    "key_value_grid",
+]

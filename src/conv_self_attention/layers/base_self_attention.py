@@ -196,7 +196,7 @@ class BaseSelfAttention(keras.layers.Layer):
                 f"Received: input_shape={input_shape}"
             )
         if self.pool_size is not None:
-            for size, pool in zip(spatial, self.pool_size):
+            for size, pool in zip(spatial, self.pool_size, strict=True):
                 if size is not None and pool > size:
                     raise ValueError(
                         "`pool_size` must not exceed the spatial size of "

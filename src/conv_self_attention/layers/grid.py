@@ -55,7 +55,7 @@ def key_value_grid(spatial_shape, pool_size=None):
         return spatial_shape
     return tuple(
         None if size is None else math.ceil(size / pool)
-        for size, pool in zip(spatial_shape, pools)
+        for size, pool in zip(spatial_shape, pools, strict=True)
     )
 
 
