@@ -1,5 +1,12 @@
-"""The layer used from PyTorch code (torch backend only), as the README's
-"Using the layer from PyTorch code" describes it."""
+"""The layer used from PyTorch code, as the README's "Using the layer from
+PyTorch code" describes it: in-process on the torch backend, and the
+README's example in a torch subprocess (once)."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -7,7 +14,8 @@ import pytest
 
 from conv_self_attention import SelfAttention2D
 
-pytestmark = pytest.mark.skipif(
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+torch_only = pytest.mark.skipif(
     keras.backend.backend() != "torch", reason="torch backend only"
 )
 
@@ -20,6 +28,7 @@ def make_layer():
     return layer, inputs
 
 
+@torch_only
 def test_layer_is_a_module_holding_every_weight():
     import torch
 
@@ -32,6 +41,7 @@ def test_layer_is_a_module_holding_every_weight():
     assert {id(p) for p in parameters} == {id(w.value) for w in layer.weights}
 
 
+@torch_only
 def test_spectral_norm_updates_only_with_training_true():
     layer, inputs = make_layer()
     u = layer.query_projection.u
@@ -43,6 +53,7 @@ def test_spectral_norm_updates_only_with_training_true():
     assert np.abs(u.numpy() - before).max() > 1e-3
 
 
+@torch_only
 def test_backward_reaches_every_trainable_parameter():
     import torch
 
@@ -55,3 +66,55 @@ def test_backward_reaches_every_trainable_parameter():
             assert torch.count_nonzero(parameter.grad) > 0
         else:
             assert parameter.grad is None
+
+
+# Runs after the README's example: one training step, then its state dict
+# loaded into a second model built after an unnamed layer (which takes the
+# automatic name), and each claim checked.
+ROUND_TRIP = """
+import io
+attention = model.attention
+before = attention.query_projection.u.numpy().copy()
+images = torch.randn(4, 3, 16, 16)
+model.train()
+loss = model(images).square().mean()
+optimizer.zero_grad()
+loss.backward()
+optimizer.step()
+assert abs(attention.query_projection.u.numpy() - before).max() > 1e-3
+buffer = io.BytesIO()
+torch.save(model.state_dict(), buffer)
+buffer.seek(0)
+SelfAttention2D()(torch.zeros(1, 4, 4, 8))
+other = Discriminator()
+other(torch.zeros(1, 3, 16, 16))
+other.load_state_dict(torch.load(buffer), strict=True)
+model.eval()
+other.eval()
+assert torch.equal(model(images), other(images))
+for mine, theirs in zip(model.state_dict().values(),
+                        other.state_dict().values(), strict=True):
+    assert torch.equal(mine, theirs)
+print("round trip ok")
+"""
+
+
+def readme_torch_example():
+    section = README.read_text().split("## Using the layer from PyTorch", 1)
+    return re.search(r"```python\n(.*?)```", section[1], re.S).group(1)
+
+
+@pytest.mark.once
+def test_readme_torch_example_trains_and_round_trips(tmp_path):
+    code = readme_torch_example() + ROUND_TRIP
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "round trip ok" in completed.stdout
