@@ -7,10 +7,13 @@ these tests set the global policy themselves and run on every backend.
 import keras
 import numpy as np
 import pytest
+from backend_utils import BACKEND
 from backend_utils import compiled_call
 from backend_utils import trainable_gradients
+from reference import reference_self_attention
 
 from conv_self_attention import SelfAttention2D
+from conv_self_attention import kernels
 
 POLICIES = ("mixed_float16", "mixed_bfloat16")
 # A 64x64 map with unit-variance features, as after a normalization layer:
@@ -63,8 +66,9 @@ def _gradients(layer, x):
         [w.value for w in layer.trainable_weights],
         [w.value for w in layer.non_trainable_weights],
     )
+    weights = layer.trainable_weights
     return {
-        w.path: np.asarray(g) for w, g in zip(layer.trainable_weights, grads)
+        w.path: np.asarray(g) for w, g in zip(weights, grads, strict=True)
     }
 
 
@@ -162,3 +166,27 @@ def test_fit_with_loss_scaling(policy):
     gamma = model.layers[1].gamma
     assert gamma.dtype == "float32"
     assert float(to_numpy(gamma)) != LAYER_KWARGS["gamma"]
+
+
+@pytest.mark.skipif(
+    BACKEND == "tensorflow", reason="TensorFlow has no flash kernel"
+)
+def test_compute_dtype_fused_path_as_accurate_as_float32_cast(monkeypatch):
+    """The layer's output with the fused kernel fed bfloat16 (forced here:
+    on a CPU `auto` never feeds it the compute dtype) is as close to the
+    float64 reference as with q, k, v cast to float32. `gamma=100` makes
+    the attention term dominate the output."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    x = _inputs((1, 32, 32, 64))
+    layer = SelfAttention2D(gamma=100.0, attention_implementation="fused")
+    layer.build(x.shape)
+    expected, _ = reference_self_attention(layer, x)
+    cast_out = to_numpy(compiled_call(layer, x)).astype("float64")
+    monkeypatch.setattr(kernels, "flash_eligible", lambda **_: True)
+    lowp_out = to_numpy(compiled_call(layer, x)).astype("float64")
+    assert not np.array_equal(lowp_out, cast_out)
+    scale = np.abs(expected).max()
+    cast_error = np.abs(cast_out - expected).max() / scale
+    lowp_error = np.abs(lowp_out - expected).max() / scale
+    assert cast_error < 0.5
+    assert lowp_error <= 1.5 * cast_error
