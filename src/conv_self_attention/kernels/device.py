@@ -28,8 +28,7 @@ def find_device(tensor):
     """The `Device` that computes on `tensor` with the current backend."""
     backend = keras.backend.backend()
     if backend == "torch":
-        # NumPy inputs go where Keras would put them.
-        return _torch_device(keras.ops.convert_to_tensor(tensor).device)
+        return _torch_device(_torch_tensor(tensor).device)
     if backend == "jax":
         return _jax_device()
     if backend == "tensorflow":
@@ -43,6 +42,15 @@ def _parse_capability(text):
         return tuple(int(part) for part in str(text).split("."))
     except ValueError:
         return None
+
+
+def _torch_tensor(tensor):
+    """`tensor` itself, or a NumPy input where Keras would put it."""
+    import torch
+
+    if isinstance(tensor, torch.Tensor):
+        return tensor
+    return keras.ops.convert_to_tensor(tensor)
 
 
 def _torch_device(device):
