@@ -9,7 +9,7 @@ ONCE_BACKEND := jax
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench bench-gpu clean
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ bench: venv
 	$(BIN)/python benchmarks/attention.py --backend tensorflow --sizes 16 32 64 128
 	$(BIN)/python benchmarks/attention.py --backend jax --sizes 16 32 64 128
 	$(BIN)/python benchmarks/attention.py --backend torch --sizes 16 32 64 128
+
+# On a CUDA machine whose Python has Keras and GPU builds of the backends
+# (not .venv: its JAX is the CPU build); README "GPU" covers one without Keras.
+bench-gpu:
+	PYTHONPATH=src $(PYTHON) benchmarks/gpu.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
