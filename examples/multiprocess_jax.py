@@ -54,14 +54,7 @@ def parse_args(argv=None):
         type=int,
         default=int(environ.get("KERAS_DISTRIBUTION_PROCESS_ID", 0)),
     )
-    parser.add_argument(
-        "--init-timeout",
-        type=int,
-        default=300,
-        help="seconds to wait for all processes to join before failing",
-    )
-    parser.add_argument("--epochs", type=int, default=toy_task.EPOCHS)
-    parser.add_argument("--output-dir", type=pathlib.Path, default=None)
+    toy_task.add_run_arguments(parser, init_timeout=True)
     args = parser.parse_args(argv)
     if args.num_processes > 1 and not args.coordinator:
         parser.error(

@@ -26,7 +26,6 @@ weights).
 import argparse
 import json
 import os
-import pathlib
 
 os.environ["KERAS_BACKEND"] = "tensorflow"  # before Keras is imported
 
@@ -39,8 +38,7 @@ def parse_args(argv=None):
         "--workers", default=None, help="comma-separated host:port list"
     )
     parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=toy_task.EPOCHS)
-    parser.add_argument("--output-dir", type=pathlib.Path, default=None)
+    toy_task.add_run_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -25,7 +25,6 @@ import argparse
 import datetime
 import json
 import os
-import pathlib
 import sys
 
 os.environ["KERAS_BACKEND"] = "torch"  # before Keras is imported
@@ -35,14 +34,7 @@ import toy_task  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--init-timeout",
-        type=int,
-        default=300,
-        help="seconds to wait for all processes to join before failing",
-    )
-    parser.add_argument("--epochs", type=int, default=toy_task.EPOCHS)
-    parser.add_argument("--output-dir", type=pathlib.Path, default=None)
+    toy_task.add_run_arguments(parser, init_timeout=True)
     return parser.parse_args(argv)
 
 

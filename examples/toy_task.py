@@ -6,6 +6,8 @@ in seconds on a CPU. Every example builds the same model from the same
 seed, so runs on different engines or process counts can be compared.
 """
 
+import pathlib
+
 import numpy as np
 
 NUM_SAMPLES = 32
@@ -13,6 +15,19 @@ BATCH_SIZE = 8  # the global batch, split across replicas or processes
 EPOCHS = 2
 MAP_SHAPE = (12, 12, 3)
 LEARNING_RATE = 0.1
+
+
+def add_run_arguments(parser, init_timeout=False):
+    """Adds the flags every multi-process example takes."""
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--output-dir", type=pathlib.Path, default=None)
+    if init_timeout:
+        parser.add_argument(
+            "--init-timeout",
+            type=int,
+            default=300,
+            help="seconds to wait for all processes to join before failing",
+        )
 
 
 def make_data():
