@@ -32,15 +32,17 @@ def build_model():
     x = SelfAttention2D(
         filters=6, gamma=0.3, spectral_norm=True, name="attention"
     )(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(1)(x)
-    model = keras.Model(inputs, outputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(1, name="head")(x)
+    # Explicit names: state is compared by path with a model built in a
+    # process where other tests' layers already took the default names.
+    model = keras.Model(inputs, outputs, name="model")
     rng = np.random.default_rng(0)
     model.set_weights(
         [0.3 * rng.normal(size=w.shape) for w in model.get_weights()]
     )
     # Adam keeps per-weight state; a lost state would show after resuming.
-    model.compile(keras.optimizers.Adam(0.01), loss="mse")
+    model.compile(keras.optimizers.Adam(0.01, name="adam"), loss="mse")
     return model
 
 
