@@ -8,10 +8,45 @@ of each backend run it: `tf.function` on TensorFlow, `jax.jit` on JAX,
 eager on torch. The callable blocks until the result is computed.
 """
 
+import resource
+import sys
 import time
 
 import keras
 import numpy as np
+
+# Cases that are our layer with this `attention_implementation`.
+IMPLEMENTATIONS = ("auto", "dense", "chunked", "fused")
+
+
+def build_case(case, channels):
+    """The layer benchmarked as `case` (`naive`, `mha`, or one of
+    `IMPLEMENTATIONS`) for maps of `channels` channels: q/k `channels // 8`
+    and v `channels // 2` wide, in the current global dtype policy."""
+    import baselines
+
+    from conv_self_attention import SelfAttention2D
+
+    key_channels, value_channels = channels // 8, channels // 2
+    if case in IMPLEMENTATIONS:
+        return SelfAttention2D(
+            key_channels=key_channels,
+            value_channels=value_channels,
+            gamma=0.1,
+            attention_implementation=case,
+        )
+    if case == "naive":
+        return baselines.NaiveSelfAttention2D(key_channels, value_channels)
+    if case == "mha":
+        return baselines.MultiHeadSpatialAttention(key_channels, value_channels)
+    raise ValueError(f"Unknown case: {case!r}")
+
+
+def peak_rss_bytes():
+    """Peak resident memory of this process so far."""
+    # Linux reports ru_maxrss in KiB, macOS in bytes.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def make_step(layer, inputs, mode):

@@ -32,7 +32,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -83,41 +82,15 @@ def parse_args(argv):
 # Worker side: one case and mode, in a fresh process.
 
 
-def peak_rss_bytes():
-    # Linux reports ru_maxrss in KiB, macOS in bytes.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def build_case(case, channels):
-    import baselines
-
-    from conv_self_attention import SelfAttention2D
-
-    key_channels, value_channels = channels // 8, channels // 2
-    if case in ("auto", "dense"):
-        return SelfAttention2D(
-            key_channels=key_channels,
-            value_channels=value_channels,
-            gamma=0.1,
-            attention_implementation=case,
-        )
-    if case == "naive":
-        return baselines.NaiveSelfAttention2D(key_channels, value_channels)
-    if case == "mha":
-        return baselines.MultiHeadSpatialAttention(key_channels, value_channels)
-    raise ValueError(f"Unknown case: {case!r}")
-
-
 def run_case(spec):
     import _harness
     import numpy as np
 
     shape = (spec["batch"], spec["size"], spec["size"], spec["channels"])
     inputs = [np.random.default_rng(0).normal(size=shape).astype("float32")]
-    layer = build_case(spec["case"], spec["channels"])
+    layer = _harness.build_case(spec["case"], spec["channels"])
     layer.build(shape)
-    rss_before = peak_rss_bytes()
+    rss_before = _harness.peak_rss_bytes()
     step = _harness.make_step(layer, inputs, spec["mode"])
     warmup, times = _harness.time_step(
         step, repeats=spec["repeats"], min_seconds=spec["min_seconds"]
@@ -127,7 +100,7 @@ def run_case(spec):
         "median_seconds": float(np.median(times)),
         "runs": len(times),
         "warmup_seconds": warmup,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": _harness.peak_rss_bytes(),
         "rss_before_step_bytes": rss_before,
     }
 

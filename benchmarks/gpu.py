@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -253,25 +252,9 @@ def release_memory(backend):
             torch.cuda.empty_cache()
 
 
-def build_case(case, channels):
-    """The layer for `case`, in the current global dtype policy."""
-    import baselines
-
-    from conv_self_attention import SelfAttention2D
-
-    key_channels, value_channels = channels // 8, channels // 2
-    if case == "naive":
-        return baselines.NaiveSelfAttention2D(key_channels, value_channels)
-    return SelfAttention2D(
-        key_channels=key_channels,
-        value_channels=value_channels,
-        gamma=0.1,
-        attention_implementation=case,
-    )
-
-
 def measure(backend, shape, policy, case, spec):
     """Times one case and measures its working memory."""
+    import _harness
     import keras
     import numpy as np
     import report
@@ -280,7 +263,7 @@ def measure(backend, shape, policy, case, spec):
     # Global, so that sublayers built without a dtype follow it too.
     keras.config.set_dtype_policy(policy)
     try:
-        layer = build_case(case, channels)
+        layer = _harness.build_case(case, channels)
         inputs = np.random.default_rng(0).normal(
             size=(batch, size, size, channels)
         ).astype("float32")
@@ -306,7 +289,7 @@ def measure(backend, shape, policy, case, spec):
         "warmup_seconds": warmup,
         "working_bytes": memory,
         "tflops": flops / median / 1e12,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": _harness.peak_rss_bytes(),
     }
 
 
@@ -322,12 +305,6 @@ def _seconds(step):
     started = time.perf_counter()
     step()
     return time.perf_counter() - started
-
-
-def peak_rss_bytes():
-    # Linux reports ru_maxrss in KiB, macOS in bytes.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 # Each runner returns (step, working_memory): `step()` runs one fwd+bwd

@@ -2,6 +2,8 @@
 
 import math
 
+from report import ratio
+
 GIB = 2**30
 CASES = ("naive", "auto", "dense", "chunked", "fused")
 MIXED_POLICIES = ("mixed_bfloat16", "mixed_float16")
@@ -58,12 +60,6 @@ def _cell(record):
     return f"{record['median_ms']:.4g} / {memory}{picks}"
 
 
-def _ratio(value, base):
-    if value is None or not base:
-        return None
-    return value / base
-
-
 def _shape_name(shape):
     size, batch, channels = shape
     return f"{size}x{size} b{batch} C{channels}"
@@ -85,10 +81,10 @@ def _ratio_target(table, shape, policy, limit):
     naive = table.get(_key(shape, policy, "naive"))
     if naive is not None and naive["status"] == "oom":
         return _verdict(name, "N/A (naive block out of memory)", limit, "x")
-    ratio = _ratio(milliseconds(auto), milliseconds(naive))
-    if ratio is None:
+    measured = ratio(milliseconds(auto), milliseconds(naive))
+    if measured is None:
         return _verdict(name, "NOT MEASURED", limit, "x")
-    return _verdict(name, ratio, limit, "x")
+    return _verdict(name, measured, limit, "x")
 
 
 def _memory_target(table, shape, policy, limit):
@@ -151,11 +147,11 @@ def table_lines(result):
             row = [table.get(_key(shape, policy, c)) for c in CASES]
             if all(record is None for record in row):
                 continue
-            ratio = _ratio(milliseconds(row[1]), milliseconds(row[0]))
+            auto_ratio = ratio(milliseconds(row[1]), milliseconds(row[0]))
             size, batch, channels = shape
             cells = [f"{size}x{size}", str(batch), str(channels), policy]
             cells += [_cell(record) for record in row]
-            cells.append("" if ratio is None else f"{ratio:.2f}x")
+            cells.append("" if auto_ratio is None else f"{auto_ratio:.2f}x")
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 

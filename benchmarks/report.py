@@ -39,7 +39,8 @@ def _cell(value, fmt):
     return "—" if value is None else fmt.format(value)
 
 
-def _ratio(value, base):
+def ratio(value, base):
+    """`value / base`, or None when either is missing."""
     if value is None or not base:
         return None
     return value / base
@@ -85,12 +86,12 @@ def table_rows(result):
                 _cell(_seconds(both), "{:.4g}"),
                 _cell(_peak(fwd) and _peak(fwd) / GIB, "{:.2f}"),
                 _cell(_peak(both) and _peak(both) / GIB, "{:.2f}"),
-                _cell(_ratio(_seconds(fwd), _seconds(naive["fwd"])), "{:.2f}x"),
+                _cell(ratio(_seconds(fwd), _seconds(naive["fwd"])), "{:.2f}x"),
                 _cell(
-                    _ratio(_seconds(both), _seconds(naive["fwd+bwd"])),
+                    ratio(_seconds(both), _seconds(naive["fwd+bwd"])),
                     "{:.2f}x",
                 ),
-                _cell(_ratio(_peak(both), _peak(naive["fwd+bwd"])), "{:.2f}x"),
+                _cell(ratio(_peak(both), _peak(naive["fwd+bwd"])), "{:.2f}x"),
                 _cell(roof, "{:.1f}x"),
                 notes,
             ]
@@ -124,7 +125,7 @@ def target_lines(result, time_targets):
     check("128x128 b4 auto fwd+bwd peak RSS GiB",
           _peak(auto_128) and _peak(auto_128) / GIB, 2.0, "{:.2f}")
     check("128x128 b4 auto/naive fwd+bwd time",
-          _ratio(_seconds(auto_128), _seconds(get(128, 4, "naive"))),
+          ratio(_seconds(auto_128), _seconds(get(128, 4, "naive"))),
           time_targets[backend], "{:.2f}")
     auto_256 = get(256, 1, "auto")
     check("256x256 b1 auto fwd+bwd peak RSS GiB",
@@ -132,7 +133,7 @@ def target_lines(result, time_targets):
     if backend in ("tensorflow", "jax"):
         for size in (16, 32):
             check(f"{size}x{size} b4 auto/naive fwd+bwd time",
-                  _ratio(_seconds(get(size, 4, "auto")),
+                  ratio(_seconds(get(size, 4, "auto")),
                          _seconds(get(size, 4, "naive"))), 1.1, "{:.2f}")
     return lines
 
