@@ -15,6 +15,11 @@ def softmax(logits, axis=-1):
     return exp / exp.sum(axis=axis, keepdims=True)
 
 
+def relative_error(actual, expected):
+    """Largest absolute error, relative to the largest expected value."""
+    return np.abs(actual - expected).max() / np.abs(expected).max()
+
+
 def max_pool_same(x, pool_size):
     """Max-pool `(B, *spatial, C)` with strides = pool, TF "same" padding.
 

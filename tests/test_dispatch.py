@@ -17,6 +17,7 @@ from conv_self_attention.kernels import device
 from conv_self_attention.kernels import fused
 from tests.conftest import BACKEND
 from tests.conftest import to_numpy
+from tests.reference import relative_error
 from tests.reference import softmax
 
 H200 = (9, 0)
@@ -234,7 +235,7 @@ def _reference(query, key, value):
 
 def _relative_error(out, expected):
     out = to_numpy(keras.ops.cast(out, "float32")).astype("float64")
-    return np.abs(out - expected).max() / np.abs(expected).max()
+    return relative_error(out, expected)
 
 
 def _fused(dtype, in_compute_dtype):
