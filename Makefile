@@ -38,7 +38,8 @@ bench: venv
 	$(BIN)/python benchmarks/attention.py --backend torch --sizes 16 32 64 128
 
 # On a CUDA machine whose Python has Keras and GPU builds of the backends
-# (not .venv: its JAX is the CPU build); README "GPU" covers one without Keras.
+# (not .venv: its JAX is the CPU build); docs/guide/gpu.md covers one without
+# Keras.
 bench-gpu:
 	PYTHONPATH=src $(PYTHON) benchmarks/gpu.py
 

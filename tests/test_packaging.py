@@ -43,7 +43,7 @@ NOT_SOURCE = (
 )
 # Directories that belong to the sdist (for running the tests) but never to
 # the wheel, which holds the package only.
-SDIST_ONLY = ("tests", "examples", "notebooks")
+SDIST_ONLY = ("tests", "examples", "notebooks", "docs")
 # Not in either: measurements of one machine.
 NEVER_SHIPPED = ("benchmarks", "results", ".ci")
 

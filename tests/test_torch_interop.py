@@ -1,6 +1,6 @@
-"""The layer used from PyTorch code, as the README's "Using the layer from
-PyTorch code" describes it: in-process on the torch backend, and the
-README's example in a torch subprocess (once)."""
+"""The layer used from PyTorch code, as the guide page "Using the layer from
+PyTorch code" (docs/guide/pytorch.md) describes it: in-process on the torch
+backend, and the page's example in a torch subprocess (once)."""
 
 import os
 import pathlib
@@ -14,7 +14,9 @@ import pytest
 
 from conv_self_attention import SelfAttention2D
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = (
+    pathlib.Path(__file__).resolve().parents[1] / "docs/guide/pytorch.md"
+)
 torch_only = pytest.mark.skipif(
     keras.backend.backend() != "torch", reason="torch backend only"
 )
@@ -68,7 +70,7 @@ def test_backward_reaches_every_trainable_parameter():
             assert parameter.grad is None
 
 
-# Runs after the README's example: one training step, then its state dict
+# Runs after the guide's example: one training step, then its state dict
 # loaded into a second model built after an unnamed layer (which takes the
 # automatic name), and each claim checked.
 ROUND_TRIP = """
@@ -99,14 +101,13 @@ print("round trip ok")
 """
 
 
-def readme_torch_example():
-    section = README.read_text().split("## Using the layer from PyTorch", 1)
-    return re.search(r"```python\n(.*?)```", section[1], re.S).group(1)
+def guide_torch_example():
+    return re.search(r"```python\n(.*?)```", GUIDE.read_text(), re.S).group(1)
 
 
 @pytest.mark.once
-def test_readme_torch_example_trains_and_round_trips(tmp_path):
-    code = readme_torch_example() + ROUND_TRIP
+def test_guide_torch_example_trains_and_round_trips(tmp_path):
+    code = guide_torch_example() + ROUND_TRIP
     env = dict(os.environ, KERAS_BACKEND="torch")
     completed = subprocess.run(
         [sys.executable, "-c", code],
