@@ -1,5 +1,8 @@
 # Two set-up commands: `make demo` and `make test`. Both create .venv first.
 # `make lint` checks the code with ruff (check only, no reformatting).
+# `make docs` builds the documentation site into site/ (strict), `make
+# docs-serve` serves it locally; `make docs-notebook` re-executes the notebook
+# into the copy the site shows, `make bench-plots` redraws the benchmark plots.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +12,8 @@ ONCE_BACKEND := jax
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: venv test lint demo bench bench-gpu clean
+.PHONY: venv test lint demo bench bench-gpu bench-plots docs docs-serve \
+	docs-notebook clean
 
 venv: $(VENV)/.installed
 
@@ -43,5 +47,44 @@ bench: venv
 bench-gpu:
 	PYTHONPATH=src $(PYTHON) benchmarks/gpu.py
 
+# The site's tools come with the `docs` extra (which `dev` includes); say so
+# instead of failing on a missing module.
+DOCS_CHECK = $(BIN)/python -c "import mkdocs, material, mkdocstrings_handlers.python, mkdocs_jupyter" 2>/dev/null || { echo 'make docs needs the `docs` extra: pip install -e ".[docs]" (or ".[dev]")' >&2; exit 1; }
+# Material for MkDocs prints a banner about its successor on every build.
+DOCS_ENV = NO_MKDOCS_2_WARNING=1
+
+docs: venv
+	@$(DOCS_CHECK)
+	$(DOCS_ENV) $(BIN)/mkdocs build --strict
+
+docs-serve: venv
+	@$(DOCS_CHECK)
+	$(DOCS_ENV) $(BIN)/mkdocs serve --strict
+
+# The site shows an executed copy of the notebook (the committed notebook has
+# no outputs); a test checks that the copy's cells match the notebook's.
+docs-notebook: venv
+	KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=3 PYTHONPATH=src $(BIN)/python -m nbconvert \
+	  --to notebook --execute notebooks/SelfAttention_1x1_Conv2D.ipynb \
+	  --output-dir docs --output notebook.ipynb
+	$(BIN)/python -c "$$DROP_STDERR"
+
+# TensorFlow's start-up log lines (Keras imports it when installed) are not
+# part of what the notebook shows.
+define DROP_STDERR
+import nbformat
+path = "docs/notebook.ipynb"
+notebook = nbformat.read(path, as_version=4)
+for cell in notebook.cells:
+    if cell.cell_type == "code":
+        cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]
+nbformat.write(notebook, path)
+endef
+export DROP_STDERR
+
+# Plots of benchmarks/results/*.json for the Benchmarks page.
+bench-plots: venv
+	$(BIN)/python benchmarks/plots.py
+
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache site .cache

@@ -32,6 +32,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -259,6 +260,7 @@ def main(argv=None):
     result = {
         "backend": args.backend,
         "started_utc": started.isoformat(timespec="seconds"),
+        "release": package_release(),
         "machine": machine_info(args.backend),
         # The output folder is where the results are: recording it would only
         # leak this machine's paths into the committed JSON.
@@ -280,6 +282,14 @@ def main(argv=None):
     report.write_summary(args.output_dir, BACKENDS)
     print(markdown)
     return 0
+
+
+def package_release():
+    """The measured package's version, read from its source: the parent
+    process imports no framework, so not the package either."""
+    path = os.path.join(HERE, "..", "src", "conv_self_attention", "__init__.py")
+    with open(path) as file:
+        return re.search(r'^__version__ = "([^"]+)"', file.read(), re.M)[1]
 
 
 def machine_info(backend):

@@ -95,6 +95,7 @@ def load_biggan_attention(
 
     Example:
 
+    ```python
     >>> rng = np.random.default_rng(0)
     >>> state = {  # e.g. `Attention(ch=64).state_dict()` in BigGAN-PyTorch
     ...     "theta.weight": rng.normal(size=(8, 64, 1, 1)),
@@ -106,6 +107,7 @@ def load_biggan_attention(
     >>> layer = load_biggan_attention(state, data_format="channels_first")
     >>> layer(np.zeros((1, 64, 16, 16), "float32")).shape
     (1, 64, 16, 16)
+    ```
 
     Reference:
         - [Brock et al., 2018](https://arxiv.org/abs/1809.11096) (BigGAN)

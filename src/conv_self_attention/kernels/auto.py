@@ -97,6 +97,17 @@ def flash_eligible(
     TensorFlow's `dot_product_attention` is a plain einsum in the input
     dtype, JAX's float16 attention does not compile on CPU, and the GPU
     kernels need Ampere or later.
+
+    Args:
+        backend: `"tensorflow"`, `"jax"` or `"torch"`.
+        platform: `"cpu"`, `"gpu"`, `"tpu"` or another device name.
+        compute_capability: `(major, minor)` of an NVIDIA GPU, else `None`.
+        dtype: the compute dtype of q, k, v, as a string.
+        key_width: per-head width of q and k.
+        value_width: per-head width of v.
+
+    Returns:
+        `True` when a flash kernel may run in `dtype`, else `False`.
     """
     if dtype not in HALF_DTYPES or platform != "gpu":
         return False
@@ -138,10 +149,16 @@ def select_implementation(
         platform: `"cpu"`, `"gpu"`, `"tpu"` or another device name.
         compute_capability: `(major, minor)` of an NVIDIA GPU, else `None`.
         dtype: the compute dtype of q, k, v, as a string.
-        num_queries, num_keys: N and M, `None` when unknown.
+        num_queries: N, the number of query positions, `None` when
+            unknown.
+        num_keys: M, the number of key positions, `None` when unknown.
         batch_heads: batch size x heads, `None` when unknown.
-        key_width, value_width: per-head widths of q/k and of v.
+        key_width: per-head width of q and k.
+        value_width: per-head width of v.
         return_scores: whether the scores are asked for.
+
+    Returns:
+        One of `"dense"`, `"chunked"` or `"fused"`.
     """
     if return_scores:
         return "dense"

@@ -46,8 +46,10 @@ def key_value_grid(spatial_shape, pool_size=None):
 
     Example:
 
+    ```python
     >>> key_value_grid((28, 27), pool_size=2)
     (14, 14)
+    ```
     """
     spatial_shape = tuple(spatial_shape)
     pools = normalize_pool_size(pool_size, len(spatial_shape))

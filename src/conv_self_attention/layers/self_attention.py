@@ -18,11 +18,18 @@ class SelfAttention1D(BaseSelfAttention):
     See `BaseSelfAttention` for the computation and all arguments (every
     argument but `rank`).
 
+    Args:
+        filters: output channels. Defaults to `None`: the input channels.
+        **kwargs: every other argument of `BaseSelfAttention` (all but
+            `rank`), and the base layer arguments.
+
     Example:
 
+    ```python
     >>> layer = SelfAttention1D(num_heads=2)
     >>> layer(np.zeros((2, 10, 16))).shape
     (2, 10, 16)
+    ```
     """
 
     def __init__(self, filters=None, **kwargs):
@@ -37,14 +44,21 @@ class SelfAttention2D(BaseSelfAttention):
     `BaseSelfAttention` for the computation and all arguments (every
     argument but `rank`).
 
+    Args:
+        filters: output channels. Defaults to `None`: the input channels.
+        **kwargs: every other argument of `BaseSelfAttention` (all but
+            `rank`), and the base layer arguments.
+
     Example:
 
+    ```python
     >>> inputs = keras.Input((28, 28, 1))
     >>> x = SelfAttention2D(filters=8)(inputs)  # as the first layer
     >>> x.shape
     (None, 28, 28, 8)
     >>> SelfAttention2D(num_heads=2, pool_size=2)(x).shape
     (None, 28, 28, 8)
+    ```
     """
 
     def __init__(self, filters=None, **kwargs):
@@ -58,6 +72,19 @@ class SelfAttention3D(BaseSelfAttention):
     Inputs are `(batch, depth, height, width, channels)` (or channels
     first). See `BaseSelfAttention` for the computation and all arguments
     (every argument but `rank`).
+
+    Args:
+        filters: output channels. Defaults to `None`: the input channels.
+        **kwargs: every other argument of `BaseSelfAttention` (all but
+            `rank`), and the base layer arguments.
+
+    Example:
+
+    ```python
+    >>> layer = SelfAttention3D(filters=16, pool_size=2)
+    >>> layer(np.zeros((1, 4, 6, 6, 8))).shape
+    (1, 4, 6, 6, 16)
+    ```
     """
 
     def __init__(self, filters=None, **kwargs):
@@ -71,6 +98,25 @@ class SelfAttention_Conv2D(SelfAttention2D):  # noqa: N801 (the seed's name)
     Same as `SelfAttention2D` with the original defaults: `gamma=0.01`. The
     original spelling `num_head=` is accepted as a deprecated synonym of
     `num_heads=`.
+
+    Args:
+        filters: output channels. Defaults to `None`: the input channels.
+        gamma: initial value of the learnable scalar `gamma`. Defaults to
+            `0.01`, the original layer's default.
+        **kwargs: every other argument of `SelfAttention2D`, and the
+            deprecated `num_head` (a synonym of `num_heads`, with a
+            `DeprecationWarning`).
+
+    Raises:
+        ValueError: if both `num_head` and `num_heads` are given.
+
+    Example:
+
+    ```python
+    >>> layer = SelfAttention_Conv2D(filters=8)  # as in the original code
+    >>> layer.initial_gamma
+    0.01
+    ```
     """
 
     def __init__(self, filters=None, gamma=0.01, **kwargs):

@@ -1,0 +1,346 @@
+"""The documentation under docs/ (and the README it includes).
+
+- The site builds in strict mode, and its API reference gives every public
+  name its own anchor and documents every argument in a `Parameters`
+  (`Args:`) section.
+- Every Python block runs. Set-up fixture: the README's quick start runs
+  once per module, in a temporary directory; the blocks of each page then
+  run in order in one namespace that starts as a copy of the quick start's
+  (`model`, `x`, `y`, `keras`, `np`, ...). A page's copy of the quick start
+  itself (included from the README) is not run again. Blocks that need
+  another process are run by the test named in `PYTHON_RUN_ELSEWHERE`.
+- Every shell block is either run by a named test (`SHELL_RUN_ELSEWHERE`)
+  or exempt with its reason (`SHELL_EXEMPT`: clusters, GPUs, make targets).
+- The docstring examples of the reference run.
+- The executed notebook the site shows has the source notebook's cells.
+"""
+
+import doctest
+import importlib
+import importlib.util
+import inspect
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import conv_self_attention
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+NOTEBOOK = ROOT / "notebooks" / "SelfAttention_1x1_Conv2D.ipynb"
+EXECUTED_NOTEBOOK = DOCS / "notebook.ipynb"
+
+# Pages whose Python blocks run in another process, by this test file (which
+# reads them from the page).
+PYTHON_RUN_ELSEWHERE = {"guide/pytorch.md": "tests/test_torch_interop.py"}
+
+# Shell blocks, by page and first command line, run by a test file (which
+# runs the same script).
+SHELL_RUN_ELSEWHERE = {
+    (
+        "guide/distributed.md",
+        "python examples/distributed_training.py --backend tensorflow",
+    ): "tests/test_distributed.py",
+}
+
+# Shell blocks no test runs, and why.
+SHELL_EXEMPT = {
+    ("index.md", "make demo"): "make targets: CI runs `make test`; "
+    "tests/test_demo.py runs the demo",
+    ("guide/distributed.md", "python examples/multiprocess_jax.py"): (
+        "needs two hosts; tests/test_multiprocess.py runs two processes on "
+        "one host"
+    ),
+    ("guide/distributed.md", "torchrun --nproc-per-node 8"): "needs GPUs "
+    "or hosts; tests/test_multiprocess.py runs two processes on one host",
+    ("guide/distributed.md", "python examples/multiworker_tensorflow.py"): (
+        "needs two hosts; tests/test_multiprocess.py runs two processes on "
+        "one host"
+    ),
+    ("guide/gpu.md", "python benchmarks/gpu.py"): "needs a CUDA GPU; "
+    "tests/test_benchmarks_gpu.py runs its CPU smoke mode",
+    ("guide/gpu.md", "benchmarks/prepare_gpu_payload.sh"): "prepares and "
+    "runs the GPU benchmark on another machine",
+    ("development.md", "make docs"): "make targets: CI runs `make docs`; "
+    "this file builds the site, checks the notebook copy and draws the plots",
+}
+
+REFERENCE_NAMES = [
+    *(f"conv_self_attention.{name}" for name in conv_self_attention.__all__),
+    "conv_self_attention.kernels.select_implementation",
+    "conv_self_attention.kernels.flash_eligible",
+]
+
+SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"$', re.M)
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)
+
+
+def expand_snippets(text):
+    """The page as the site shows it: `--8<--` lines replaced by the file or
+    the marked section they name (pymdownx.snippets)."""
+
+    def include(match):
+        source = (ROOT / match[1]).read_text()
+        if match[2]:
+            start = f"<!-- --8<-- [start:{match[2]}] -->\n"
+            end = f"<!-- --8<-- [end:{match[2]}] -->"
+            source = source.split(start, 1)[1].split(end, 1)[0]
+        return source
+
+    return SNIPPET.sub(include, text)
+
+
+def blocks_of(text, language):
+    return [code for lang, code in BLOCK.findall(text) if lang == language]
+
+
+def code_blocks(page, language):
+    return blocks_of(expand_snippets((DOCS / page).read_text()), language)
+
+
+def pages():
+    return sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
+
+
+def quick_start_code():
+    section = (ROOT / "README.md").read_text().split("## Quick start", 1)[1]
+    language, code = BLOCK.search(section).groups()
+    assert language == "python"
+    return code
+
+
+def first_command(block):
+    return next(
+        line.strip()
+        for line in block.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_start(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("quick_start")
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        keras.utils.set_random_seed(0)
+        namespace = {}
+        exec(compile(quick_start_code(), "quick start", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    return directory, namespace
+
+
+def test_quick_start_runs(quick_start):
+    directory, namespace = quick_start
+    assert namespace["model"].output_shape == (None, 10)
+    assert (directory / "model.keras").exists()
+    loaded = keras.saving.load_model(directory / "model.keras")
+    np.testing.assert_allclose(
+        loaded.predict(namespace["x"][:2], verbose=0),
+        namespace["model"].predict(namespace["x"][:2], verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        page
+        for page in pages()
+        if page not in PYTHON_RUN_ELSEWHERE and code_blocks(page, "python")
+    ],
+)
+def test_python_blocks_run(page, quick_start, tmp_path, monkeypatch):
+    pyplot = pytest.importorskip("matplotlib.pyplot")
+    monkeypatch.chdir(tmp_path)
+    namespace = dict(quick_start[1])
+    for index, code in enumerate(code_blocks(page, "python")):
+        if code == quick_start_code():
+            continue
+        exec(compile(code, f"{page} block {index}", "exec"), namespace)
+    pyplot.close("all")
+
+
+@pytest.mark.parametrize("page, test_file", PYTHON_RUN_ELSEWHERE.items())
+def test_python_blocks_run_elsewhere_are_read_by_their_test(page, test_file):
+    assert code_blocks(page, "python"), page
+    assert page in (ROOT / test_file).read_text()
+
+
+def test_every_readme_python_block_is_on_a_page():
+    on_pages = {
+        code for page in pages() for code in code_blocks(page, "python")
+    }
+    readme = blocks_of((ROOT / "README.md").read_text(), "python")
+    assert readme and set(readme) <= on_pages
+
+
+def test_every_shell_block_is_run_or_exempt():
+    found = {
+        (page, first_command(block))
+        for page in pages()
+        for block in code_blocks(page, "bash")
+    }
+    listed = {
+        (page, command)
+        for page, command in [*SHELL_RUN_ELSEWHERE, *SHELL_EXEMPT]
+    }
+    # Keys hold the start of the first command line.
+    matched = {
+        key
+        for key in listed
+        for page, command in found
+        if page == key[0] and command.startswith(key[1])
+    }
+    unlisted = {
+        (page, command)
+        for page, command in found
+        if not any(
+            page == key[0] and command.startswith(key[1]) for key in listed
+        )
+    }
+    assert not unlisted, "list these shell blocks in this test file"
+    assert matched == listed, f"stale entries: {listed - matched}"
+    for (_, command), test_file in SHELL_RUN_ELSEWHERE.items():
+        script = command.split()[1]
+        assert script in (ROOT / test_file).read_text()
+
+
+def resolve(dotted):
+    module, name = dotted.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("dotted", REFERENCE_NAMES)
+def test_docstring_examples_run(dotted):
+    obj = resolve(dotted)
+    # The examples are fenced for the site; the fences are not output.
+    text = "\n".join(
+        line
+        for line in inspect.getdoc(obj).splitlines()
+        if not line.strip().startswith("```")
+    )
+    globs = {"np": np, "keras": keras, **vars(conv_self_attention)}
+    test = doctest.DocTestParser().get_doctest(text, globs, dotted, None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    assert runner.failures == 0
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    pytest.importorskip("mkdocs")
+    directory = tmp_path_factory.mktemp("site")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--site-dir",
+            str(directory),
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    return directory
+
+
+def documented_parameters(html, dotted):
+    """Names in the `Parameters` table of `dotted`'s entry in `html`."""
+    start = html.index(f'id="{dotted}"')
+    # Up to the next object's heading (past this heading's own tag).
+    end = html.find('class="doc doc-heading"', html.index(">", start))
+    entry = html[start : end if end != -1 else len(html)]
+    if "Parameters:</span>" not in entry:
+        return set()
+    table = entry.split("Parameters:</span>", 1)[1].split("</table>", 1)[0]
+    # The name is the first cell of each row.
+    row = r'<tr class="doc-section-item">\s*<td>\s*<code>([^<]+)</code>'
+    return set(re.findall(row, table))
+
+
+def signature_parameters(obj):
+    function = obj.__init__ if inspect.isclass(obj) else obj
+    names = set()
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.name == "self":
+            continue
+        prefix = {
+            inspect.Parameter.VAR_POSITIONAL: "*",
+            inspect.Parameter.VAR_KEYWORD: "**",
+        }.get(parameter.kind, "")
+        names.add(prefix + parameter.name)
+    return names
+
+
+@pytest.mark.once
+def test_reference_has_an_anchor_and_every_argument_per_name(site):
+    html = (site / "reference" / "index.html").read_text()
+    for dotted in REFERENCE_NAMES:
+        assert f'id="{dotted}"' in html, dotted
+        expected = signature_parameters(resolve(dotted))
+        assert documented_parameters(html, dotted) == expected, dotted
+
+
+@pytest.mark.once
+def test_site_has_every_page_and_the_executed_notebook(site):
+    for page in pages():
+        name = page.removesuffix(".md")
+        html = "index.html" if name == "index" else f"{name}/index.html"
+        assert (site / html).is_file(), html
+    notebook = (site / "notebook" / "index.html").read_text()
+    assert "data:image/png;base64" in notebook  # its figures
+
+
+def test_executed_notebook_matches_the_notebook():
+    nbformat = pytest.importorskip("nbformat")
+    source = nbformat.read(NOTEBOOK, as_version=4)
+    executed = nbformat.read(EXECUTED_NOTEBOOK, as_version=4)
+    assert [(c.cell_type, c.source) for c in executed.cells] == [
+        (c.cell_type, c.source) for c in source.cells
+    ], "run `make docs-notebook` to regenerate docs/notebook.ipynb"
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(
+        range(1, len(code) + 1)
+    )
+    outputs = [output for cell in code for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+@pytest.mark.once
+def test_bench_plots_draw_the_pages_images(tmp_path):
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location(
+        "bench_plots", ROOT / "benchmarks" / "plots.py"
+    )
+    plots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plots)
+    assert plots.main(["--output-dir", str(tmp_path)]) == 0
+    drawn = sorted(path.name for path in tmp_path.iterdir())
+    assert drawn == ["bench_fwd.png", "bench_fwd_bwd.png"]
+    page = (DOCS / "benchmarks.md").read_text()
+    for name in drawn:
+        assert f"](images/{name})" in page
+        assert (DOCS / "images" / name).is_file()
+    # Memory is the growth over the RSS before the step where recorded,
+    # else the process's peak.
+    record = {"peak_rss_bytes": 3 * plots.GIB}
+    assert plots.memory_gib(record) == (3.0, False)
+    record["rss_before_step_bytes"] = plots.GIB
+    assert plots.memory_gib(record) == (2.0, True)
