@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conv_self_attention import kernels
+from conv_self_attention.kernels import IMPLEMENTATIONS
 from conv_self_attention.kernels import auto
 from conv_self_attention.kernels import chunked
 from conv_self_attention.kernels import device
@@ -181,25 +182,6 @@ def test_scores_always_dense():
 
 
 @pytest.mark.once
-def test_default_chunk_size_per_device():
-    # GPU: 1024 queries at 128x128 batch 8 and at 256x256 batch 2, the
-    # chunk measured to match the naive block within 2 GiB.
-    assert chunked.default_chunk_size(128 * 128, 8, "gpu") == 1024
-    assert chunked.default_chunk_size(256 * 256, 2, "gpu") == 1024
-    # CPU: cache-sized blocks as before.
-    assert chunked.default_chunk_size(128 * 128, 8, "cpu") == 32
-    assert chunked.default_chunk_size(64 * 64, 4, "cpu") == 128
-    for platform in ("cpu", "gpu", "tpu"):
-        for keys in (None, 1, 100, 4096, 16384, 10**7):
-            for batch_heads in (None, 1, 64):
-                size = chunked.default_chunk_size(keys, batch_heads, platform)
-                assert 32 <= size <= 16384
-                if keys is not None and size > 64:
-                    # Never more than a GPU block's logits (2 GiB working).
-                    assert size * keys * (batch_heads or 4) <= 2**27
-
-
-@pytest.mark.once
 def test_padded_width():
     assert fused.padded_width(8, 32) == 32
     assert fused.padded_width(3, 5) == 8
@@ -314,3 +296,43 @@ def test_jax_compute_dtype_path_on_gpu_raises_without_cudnn():
     )
     with pytest.raises(RuntimeError, match="cuDNN"):
         fused.fused_attention(query, key, value, 1.0, True, "gpu")
+
+
+def _record_backend_calls(monkeypatch):
+    """Records the arguments after `scale` that each kernel actually gets."""
+    calls = []
+    for name in ("dense", "chunked", "fused"):
+        original = getattr(kernels, f"{name}_attention")
+
+        def recorder(*args, _name=name, _original=original):
+            calls.append((_name, args[4:]))
+            return _original(*args)
+
+        monkeypatch.setattr(kernels, f"{name}_attention", recorder)
+    return calls
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_last_kernel_is_the_kernel_that_ran(monkeypatch, implementation):
+    from conv_self_attention import SelfAttention2D
+
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 16))
+    layer = SelfAttention2D(
+        num_heads=2, attention_implementation=implementation, chunk_size=8
+    )
+    assert layer.last_kernel is None
+    calls = _record_backend_calls(monkeypatch)
+    layer(x.astype("float32"))
+    kernel_call = layer.last_kernel
+    assert isinstance(kernel_call, kernels.KernelCall)
+    assert kernel_call.device == device.find_device(keras.ops.zeros((1,)))
+    assert [name for name, _ in calls] == [kernel_call.implementation]
+    if implementation != "auto":
+        assert kernel_call.implementation == implementation
+    if kernel_call.implementation == "chunked":
+        assert kernel_call[:3] == ("chunked", 8, False)
+        assert calls[0][1] == (chunked.BlockPlan(8, False),)
+    else:
+        assert kernel_call.chunk_size is None
+    with pytest.raises(AttributeError):
+        layer.last_kernel = None

@@ -6,6 +6,7 @@ import pytest
 
 from conv_self_attention import kernels
 from conv_self_attention.kernels import auto
+from conv_self_attention.kernels import chunked
 from tests.conftest import BACKEND
 from tests.conftest import to_numpy
 
@@ -190,7 +191,8 @@ def test_auto_runs_the_cpu_rule(monkeypatch, side, dtype):
     assert calls == [("fused", (False, "cpu"))]
     calls.clear()
     kernels.attention(*inputs, scale=1.0, implementation="chunked")
-    assert calls == [("chunked", (None, "cpu"))]
+    plan = chunked.plan_blocks(side * side, side * side, 2, 1, "cpu")
+    assert calls == [("chunked", (plan,))]
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TF tracing")

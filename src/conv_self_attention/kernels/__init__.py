@@ -17,15 +17,22 @@ Implementations, all exact (equal to the dense softmax to float tolerance):
   `conv_self_attention.kernels.fused`.
 - `auto`: see `conv_self_attention.kernels.auto`.
 
-The device is found once per call (`conv_self_attention.kernels.device`)
-and steers `auto`, the fused kernel's dtype and the default chunk size.
+Each call is planned, then run: `plan_attention` finds the device
+(`conv_self_attention.kernels.device`), resolves `auto`, the fused
+kernel's dtype and the chunked kernel's blocks into a `KernelCall`, and
+`run_attention` runs it. `attention` does both; the layers keep the
+`KernelCall` of their latest call as `layer.last_kernel`.
 """
+
+import collections
 
 import keras
 
 from conv_self_attention.kernels.auto import flash_eligible
 from conv_self_attention.kernels.auto import select_implementation
+from conv_self_attention.kernels.chunked import BlockPlan
 from conv_self_attention.kernels.chunked import chunked_attention
+from conv_self_attention.kernels.chunked import plan_blocks
 from conv_self_attention.kernels.dense import dense_attention
 from conv_self_attention.kernels.device import find_device
 from conv_self_attention.kernels.fused import fused_attention
@@ -56,6 +63,131 @@ def validate_chunk_size(chunk_size):
         )
 
 
+KernelCall = collections.namedtuple(
+    "KernelCall",
+    ["implementation", "chunk_size", "per_image", "flash", "device"],
+)
+KernelCall.__doc__ = """Which kernel an attention call runs, and how.
+
+Fields:
+    implementation: the concrete kernel, `"dense"`, `"chunked"` or
+        `"fused"` (never `"auto"`).
+    chunk_size: query positions per block of the chunked kernel (a Python
+        int), `None` for the other kernels.
+    per_image: whether the chunked kernel's blocks hold one image at a
+        time (`chunked.plan_blocks`); `False` for the other kernels.
+    flash: whether `fused` feeds q, k and v in the compute dtype to a
+        flash kernel (`auto.flash_eligible`); `False` otherwise.
+    device: the `device.Device` the computation runs on.
+"""
+
+
+def plan_attention(
+    query,
+    key,
+    value,
+    *,
+    implementation="auto",
+    chunk_size=None,
+    return_scores=False,
+):
+    """The `KernelCall` that `attention(...)` runs for these inputs.
+
+    Reads only the inputs' static shapes and dtypes and the device, so it
+    works on traced tensors (a traced call records what was traced).
+
+    Args:
+        query: `(B, N, h, dk)` tensor.
+        key: `(B, M, h, dk)` tensor.
+        value: `(B, M, h, dv)` tensor.
+        implementation: `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
+        chunk_size: query positions per block for `"chunked"`, or `None`.
+        return_scores: whether the scores are asked for (forces `dense`).
+
+    Returns:
+        A `KernelCall`.
+
+    Raises:
+        ValueError: for an unknown `implementation` or a `chunk_size` that
+            is not `None` or a positive int.
+    """
+    validate_implementation(implementation)
+    validate_chunk_size(chunk_size)
+    device = find_device(query)
+    inputs = _describe_inputs(query, key, value, device)
+    if return_scores:
+        implementation = "dense"
+    elif implementation == "auto":
+        implementation = select_implementation(**inputs)
+    if implementation == "chunked":
+        batch, num_queries, heads, _ = query.shape
+        plan = plan_blocks(
+            num_queries, key.shape[1], batch, heads, device.platform,
+            chunk_size,
+        )
+        return KernelCall("chunked", *plan, False, device)
+    flash = implementation == "fused" and flash_eligible(
+        **{name: inputs[name] for name in _ELIGIBILITY_ARGUMENTS}
+    )
+    return KernelCall(implementation, None, False, flash, device)
+
+
+def run_attention(
+    kernel_call, query, key, value, *, scale, return_scores=False
+):
+    """Runs the `KernelCall` from `plan_attention` on the inputs.
+
+    Args:
+        kernel_call: the `KernelCall` planned for these inputs.
+        query: `(B, N, h, dk)` tensor.
+        key: `(B, M, h, dk)` tensor.
+        value: `(B, M, h, dv)` tensor.
+        scale: python float multiplying the logits (1.0 for SAGAN).
+        return_scores: also return the `(B, h, N, M)` float32 softmax
+            probabilities (needs a `dense` call).
+
+    Returns:
+        `out` of shape `(B, N, h, dv)` in `value.dtype`, or `(out, scores)`
+        when `return_scores` is true.
+
+    Raises:
+        ValueError: when the flash kernel rejects the inputs; the message
+            names the kernel, device, dtype and reason.
+    """
+    scale = float(scale)
+    implementation = kernel_call.implementation
+    if implementation == "dense":
+        out, scores = dense_attention(query, key, value, scale)
+        return (out, scores) if return_scores else out
+    if return_scores:
+        raise ValueError(
+            "Attention scores need the dense kernel. Received: "
+            f"kernel_call={kernel_call}"
+        )
+    if implementation == "chunked":
+        plan = BlockPlan(kernel_call.chunk_size, kernel_call.per_image)
+        return chunked_attention(query, key, value, scale, plan)
+    platform = kernel_call.device.platform
+    if not kernel_call.flash:
+        return fused_attention(query, key, value, scale, False, platform)
+    try:
+        return fused_attention(query, key, value, scale, True, platform)
+    except (RuntimeError, NotImplementedError, ValueError) as error:
+        raise ValueError(_flash_rejection(kernel_call, value, error)) from error
+
+
+def _flash_rejection(kernel_call, value, error):
+    dtype = keras.backend.standardize_dtype(value.dtype)
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return (
+        f"The flash attention kernel of the `fused` implementation "
+        f"({keras.backend.backend()}) rejected the inputs on device "
+        f"{kernel_call.device} in dtype {dtype}: {reason}. "
+        'Use attention_implementation="auto", which runs a kernel that '
+        "takes them, or another kernel explicitly."
+    )
+
+
 def attention(
     query,
     key,
@@ -68,6 +200,9 @@ def attention(
 ):
     """Softmax attention `softmax(q k^T * scale) v`, exact in every kernel.
 
+    `run_attention(plan_attention(...), ...)` in one call; use those two to
+    see which kernel runs.
+
     Args:
         query: `(B, N, h, dk)` tensor.
         key: `(B, M, h, dk)` tensor.
@@ -75,8 +210,7 @@ def attention(
         scale: python float multiplying the logits (1.0 for SAGAN).
         implementation: `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
         chunk_size: query positions per block for `"chunked"`; `None`
-            picks a default sized for the device (a CPU cache, or a GPU's
-            memory: `chunked.default_chunk_size`).
+            sizes blocks for the device (`chunked.plan_blocks`).
         return_scores: also return the `(B, h, N, M)` float32 softmax
             probabilities. Forces the dense kernel.
 
@@ -84,27 +218,17 @@ def attention(
         `out` of shape `(B, N, h, dv)` in `value.dtype`, or `(out, scores)`
         when `return_scores` is true.
     """
-    validate_implementation(implementation)
-    validate_chunk_size(chunk_size)
-    scale = float(scale)
-    if return_scores or implementation == "dense":
-        out, scores = dense_attention(query, key, value, scale)
-        return (out, scores) if return_scores else out
-    device = find_device(query)
-    inputs = _describe_inputs(query, key, value, device)
-    if implementation == "auto":
-        implementation = select_implementation(**inputs)
-    if implementation == "dense":
-        return dense_attention(query, key, value, scale)[0]
-    if implementation == "fused":
-        in_compute_dtype = flash_eligible(
-            **{name: inputs[name] for name in _ELIGIBILITY_ARGUMENTS}
-        )
-        return fused_attention(
-            query, key, value, scale, in_compute_dtype, device.platform
-        )
-    return chunked_attention(
-        query, key, value, scale, chunk_size, device.platform
+    kernel_call = plan_attention(
+        query,
+        key,
+        value,
+        implementation=implementation,
+        chunk_size=chunk_size,
+        return_scores=return_scores,
+    )
+    return run_attention(
+        kernel_call, query, key, value, scale=scale,
+        return_scores=return_scores,
     )
 
 
@@ -129,7 +253,7 @@ def _describe_inputs(query, key, value, device):
         "dtype": dtype,
         "num_queries": num_queries,
         "num_keys": key.shape[1],
-        "batch_heads": None if batch is None else batch * heads,
+        "batch_heads": batch * heads if isinstance(batch, int) else None,
         "key_width": key_width,
         "value_width": value.shape[-1],
     }

@@ -14,10 +14,20 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def chunked_attention(query, key, value, scale, chunk_size):
+def chunked_attention(query, key, value, scale, chunk_size, per_image):
     """`query (B, h, N, dk)`, `key (B, h, M, dk)`, `value (B, h, M, dv)`,
-    all float32, to `(B, h, N, dv)` float32."""
-    return _attend(query, key, value, float(scale), int(chunk_size))
+    all float32, to `(B, h, N, dv)` float32; `per_image`: blocks of one
+    image at a time (`lax.map` over the batch, which may be symbolic)."""
+    scale, chunk_size = float(scale), int(chunk_size)
+    if not per_image:
+        return _attend(query, key, value, scale, chunk_size)
+
+    def one_image(image):
+        image_query, image_key, image_value = (x[None] for x in image)
+        out = _attend(image_query, image_key, image_value, scale, chunk_size)
+        return out[0]
+
+    return lax.map(one_image, (query, key, value))
 
 
 def _split_blocks(tensor, chunk_size):

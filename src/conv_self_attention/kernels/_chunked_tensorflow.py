@@ -17,11 +17,31 @@ import tensorflow as tf
 _PARALLEL_ITERATIONS = 1
 
 
-def chunked_attention(query, key, value, scale, chunk_size):
+def chunked_attention(query, key, value, scale, chunk_size, per_image):
     """`query (B, h, N, dk)`, `key (B, h, M, dk)`, `value (B, h, M, dv)`,
-    all float32, to `(B, h, N, dv)` float32."""
-    scale = float(scale)
-    chunk_size = int(chunk_size)
+    all float32, to `(B, h, N, dv)` float32; `per_image`: blocks of one
+    image at a time (`tf.map_fn` over the batch, which may be unknown)."""
+    scale, chunk_size = float(scale), int(chunk_size)
+    if not per_image:
+        return _whole_batch(query, key, value, scale, chunk_size)
+
+    def one_image(image):
+        image_query, image_key, image_value = (x[None] for x in image)
+        out = _whole_batch(
+            image_query, image_key, image_value, scale, chunk_size
+        )
+        return out[0]
+
+    return tf.map_fn(
+        one_image,
+        (query, key, value),
+        fn_output_signature=tf.float32,
+        parallel_iterations=_PARALLEL_ITERATIONS,
+    )
+
+
+def _whole_batch(query, key, value, scale, chunk_size):
+    """Blocks of `chunk_size` queries of every image."""
 
     @tf.custom_gradient
     def attend(query, key, value):

@@ -9,11 +9,21 @@ saved for the backward pass.
 import torch
 
 
-def chunked_attention(query, key, value, scale, chunk_size):
+def chunked_attention(query, key, value, scale, chunk_size, per_image):
     """`query (B, h, N, dk)`, `key (B, h, M, dk)`, `value (B, h, M, dv)`,
-    all float32, to `(B, h, N, dv)` float32."""
-    return _ChunkedAttention.apply(
-        query, key, value, float(scale), int(chunk_size)
+    all float32, to `(B, h, N, dv)` float32; `per_image`: blocks of one
+    image at a time."""
+    scale, chunk_size = float(scale), int(chunk_size)
+    if not per_image:
+        return _ChunkedAttention.apply(query, key, value, scale, chunk_size)
+    return torch.cat(
+        [
+            _ChunkedAttention.apply(
+                query[i : i + 1], key[i : i + 1], value[i : i + 1], scale,
+                chunk_size,
+            )
+            for i in range(query.shape[0])
+        ]
     )
 
 

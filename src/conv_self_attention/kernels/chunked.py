@@ -10,6 +10,7 @@ Backend code lives in `_chunked_<backend>.py` and is imported only when
 that backend is active.
 """
 
+import collections
 import importlib
 
 import keras
@@ -28,11 +29,14 @@ from keras import ops
 # was 1.6 GiB, against 6.1 GiB with 4096 queries (2**29).
 CPU_BLOCK_ELEMENTS = 2**21
 ACCELERATOR_BLOCK_ELEMENTS = 2**27
-# Batch x heads assumed when the batch size is unknown at trace time.
-ASSUMED_BATCH_HEADS = 4
-# Default chunk bounds: (smallest, chunk when M is unknown, largest).
+# Default chunk bounds: (smallest block over the whole batch, chunk when M
+# is unknown, largest).
 CPU_CHUNK_RANGE = (32, 256, 4096)
 ACCELERATOR_CHUNK_RANGE = (64, 1024, 16384)
+# Chunk sizes are rounded down to a multiple of this (whole matmul tiles).
+CHUNK_MULTIPLE = 32
+
+BlockPlan = collections.namedtuple("BlockPlan", ["chunk_size", "per_image"])
 
 _BACKEND_MODULES = {
     "tensorflow": "conv_self_attention.kernels._chunked_tensorflow",
@@ -41,39 +45,91 @@ _BACKEND_MODULES = {
 }
 
 
-def default_chunk_size(num_keys, batch_heads=None, platform="cpu"):
-    """Query positions per block for `num_keys` keys and `batch_heads`
-    images x heads (either may be `None`: unknown at trace time) on a
-    device of this platform (`"cpu"`, `"gpu"`, ...)."""
+def block_elements(platform):
+    """Logits per block that the default chunk size keeps within."""
     if platform == "cpu":
-        block_elements = CPU_BLOCK_ELEMENTS
-        smallest, unknown, largest = CPU_CHUNK_RANGE
-    else:
-        block_elements = ACCELERATOR_BLOCK_ELEMENTS
-        smallest, unknown, largest = ACCELERATOR_CHUNK_RANGE
-    if num_keys is None:
-        return unknown
-    batch_heads = batch_heads or ASSUMED_BATCH_HEADS
-    chunk_size = block_elements // (batch_heads * max(num_keys, 1))
-    # A multiple of 32 keeps the matmul tiles whole.
-    chunk_size = chunk_size // 32 * 32
-    return min(max(chunk_size, smallest), largest)
+        return CPU_BLOCK_ELEMENTS
+    return ACCELERATOR_BLOCK_ELEMENTS
 
 
-def chunked_attention(
-    query, key, value, scale, chunk_size=None, platform="cpu"
+def plan_blocks(
+    num_queries, num_keys, batch, heads, platform, chunk_size=None
 ):
-    """`(B, N, h, dk)`, `(B, M, h, dk)`, `(B, M, h, dv)` to `(B, N, h, dv)`
-    in `value.dtype`, computed in float32. `chunk_size=None` picks the
-    default for the device `platform`."""
+    """How the chunked kernel splits the work, as a pure function.
+
+    A block holds `chunk_size` queries of every image (`per_image=False`)
+    or of one image at a time (`per_image=True`); its float32 logits are
+    `chunk_size x M x heads`, times the batch when not per image.
+    Without an explicit `chunk_size` they stay within
+    `block_elements(platform)` for every batch: whole-batch blocks while
+    at least the range's smallest chunk fits, else one image at a time
+    (down to one query per block). The batch is unknown at trace time
+    (`None`, or a symbolic size) under `tf.function` with a relaxed batch
+    or JAX shape polymorphism: then blocks are always per image, so the
+    planned size holds for any runtime batch.
+
+    An explicit `chunk_size` is honoured as given, even past the budget;
+    it is only clipped to N. The bound needs M; when M is unknown, the
+    chunk is the range's middle value.
+
+    Args:
+        num_queries: N, or `None` when unknown at trace time.
+        num_keys: M, or `None` when unknown at trace time.
+        batch: the batch size, or `None`/symbolic when unknown.
+        heads: the number of heads.
+        platform: the device platform (`"cpu"`, `"gpu"`, ...).
+        chunk_size: the layer's `chunk_size`, or `None` for the default.
+
+    Returns:
+        A `BlockPlan(chunk_size, per_image)`; `chunk_size` a Python int.
+    """
+    batch_known = _is_size(batch)
     if chunk_size is None:
-        batch, heads = query.shape[0], query.shape[2]
-        chunk_size = default_chunk_size(
-            key.shape[1], None if batch is None else batch * heads, platform
+        chunk_size, per_image = _default_blocks(
+            num_queries, num_keys, batch if batch_known else None, heads,
+            platform,
         )
-    if query.shape[1] is not None:
+    else:
+        per_image = not batch_known
+    if _is_size(num_queries):
         # A block larger than N would only pad N with wasted rows.
-        chunk_size = max(1, min(chunk_size, query.shape[1]))
+        chunk_size = max(1, min(chunk_size, num_queries))
+    return BlockPlan(int(chunk_size), per_image)
+
+
+def _default_blocks(num_queries, num_keys, batch, heads, platform):
+    smallest, unknown, largest = (
+        CPU_CHUNK_RANGE if platform == "cpu" else ACCELERATOR_CHUNK_RANGE
+    )
+    if not _is_size(num_keys):
+        return unknown, batch is None
+    if _is_size(num_queries):
+        smallest = min(smallest, num_queries)
+    budget = block_elements(platform)
+    if batch is not None:
+        chunk_size = _round_chunk(budget // (batch * heads * max(num_keys, 1)))
+        if chunk_size >= smallest:
+            return min(chunk_size, largest), False
+    chunk_size = _round_chunk(budget // (heads * max(num_keys, 1)))
+    return min(max(chunk_size, 1), largest), True
+
+
+def _round_chunk(chunk_size):
+    if chunk_size < CHUNK_MULTIPLE:
+        return chunk_size
+    return chunk_size // CHUNK_MULTIPLE * CHUNK_MULTIPLE
+
+
+def _is_size(value):
+    """A static size: a Python int, not `None` or a symbolic dimension."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def chunked_attention(query, key, value, scale, plan):
+    """`(B, N, h, dk)`, `(B, M, h, dk)`, `(B, M, h, dv)` to `(B, N, h, dv)`
+    in `value.dtype`, computed in float32 in the blocks of `plan` (a
+    `BlockPlan`, see `plan_blocks`)."""
+    chunk_size, per_image = plan
     module_name = _BACKEND_MODULES.get(keras.backend.backend())
     # (B, N, h, d) -> (B, h, N, d): blocks then slice a contiguous axis.
     query, key, float_value = (
@@ -85,13 +141,14 @@ def chunked_attention(
     else:
         backend_kernel = importlib.import_module(module_name)
         out = backend_kernel.chunked_attention(
-            query, key, float_value, scale, chunk_size
+            query, key, float_value, scale, chunk_size, per_image
         )
     return ops.cast(ops.transpose(out, (0, 2, 1, 3)), value.dtype)
 
 
 def _chunked_attention_ops(query, key, value, scale, chunk_size):
-    """Forward-only fallback for other backends (no autodiff to bound)."""
+    """Forward-only fallback for other backends (no autodiff to bound);
+    blocks span the whole batch."""
     blocks = []
     for start in range(0, query.shape[2], chunk_size):
         logits = ops.einsum(

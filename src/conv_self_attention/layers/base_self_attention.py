@@ -99,6 +99,12 @@ class BaseSelfAttention(keras.layers.Layer):
         `scores` are the float32 softmax probabilities of shape
         `(batch, num_heads, N, M)`; every row sums to 1.
 
+    Attributes:
+        last_kernel: read-only `kernels.KernelCall` of the latest call:
+            the kernel that ran (`"dense"`, `"chunked"` or `"fused"`,
+            never `"auto"`), the chunked kernel's block size, and more.
+            Set when `call` runs or is traced; `None` before the first.
+
     Reference:
         - [Zhang et al., 2018](https://arxiv.org/abs/1805.08318) (SAGAN)
         - [Miyato et al., 2018](https://arxiv.org/abs/1802.05957)
@@ -155,6 +161,7 @@ class BaseSelfAttention(keras.layers.Layer):
         kernels.validate_chunk_size(chunk_size)
         self.attention_implementation = attention_implementation
         self.chunk_size = chunk_size
+        self._last_kernel = None
         self.kernel_initializer = _get_object(
             keras.initializers.get, "kernel_initializer", kernel_initializer
         )
@@ -165,6 +172,11 @@ class BaseSelfAttention(keras.layers.Layer):
             keras.constraints.get, "kernel_constraint", kernel_constraint
         )
         self.input_spec = keras.layers.InputSpec(ndim=rank + 2)
+
+    @property
+    def last_kernel(self):
+        """The `kernels.KernelCall` of the latest call (class docstring)."""
+        return self._last_kernel
 
     @property
     def _channel_axis(self):
@@ -327,13 +339,13 @@ class BaseSelfAttention(keras.layers.Layer):
         scale = 1.0
         if self.use_scale:
             scale = 1.0 / math.sqrt(query.shape[-1])
-        return kernels.attention(
-            query,
-            key,
-            value,
-            scale=scale,
-            implementation=self.attention_implementation,
+        self._last_kernel = kernels.plan_attention(
+            query, key, value, implementation=self.attention_implementation,
             chunk_size=self.chunk_size,
+            return_scores=self.return_attention_scores,
+        )
+        return kernels.run_attention(
+            self._last_kernel, query, key, value, scale=scale,
             return_scores=self.return_attention_scores,
         )
 
