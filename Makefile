@@ -2,7 +2,8 @@
 # `make lint` checks the code with ruff (check only, no reformatting).
 # `make docs` builds the documentation site into site/ (strict), `make
 # docs-serve` serves it locally; `make docs-notebook` re-executes the notebook
-# into the copy the site shows, `make bench-plots` redraws the benchmark plots.
+# into the copy the site shows, `make docs-figures` reruns the demo for the
+# site's figures, `make bench-plots` redraws the benchmark plots.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
 .PHONY: venv test lint demo bench bench-gpu bench-plots docs docs-serve \
-	docs-notebook clean
+	docs-notebook docs-figures clean
 
 venv: $(VENV)/.installed
 
@@ -81,6 +82,17 @@ for cell in notebook.cells:
 nbformat.write(notebook, path)
 endef
 export DROP_STDERR
+
+# The demo's figures that the Home and attention-map pages show: a full
+# demo run (minutes), then a copy of the figures into docs/images/demo/.
+DOCS_FIGURES := classifier_curves attention_classifier_first \
+	attention_classifier_intermediate attention_generator \
+	attention_discriminator_real gan_gamma
+docs-figures: venv
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m conv_self_attention.demo --backend jax \
+	  --output-dir demo_output
+	mkdir -p docs/images/demo
+	for name in $(DOCS_FIGURES); do cp demo_output/$$name.png docs/images/demo/; done
 
 # Plots of benchmarks/results/*.json for the Benchmarks page.
 bench-plots: venv

@@ -344,3 +344,20 @@ def test_bench_plots_draw_the_pages_images(tmp_path):
     assert plots.memory_gib(record) == (3.0, False)
     record["rss_before_step_bytes"] = plots.GIB
     assert plots.memory_gib(record) == (2.0, True)
+
+
+@pytest.mark.once
+def test_make_docs_without_the_extra_names_it(tmp_path):
+    # A Python that has none of the site's tools (it fails every import).
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\nexit 1\n")
+    python.chmod(0o755)
+    completed = subprocess.run(
+        ["make", "-o", ".venv/.installed", f"BIN={tmp_path}", "docs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode != 0
+    assert 'pip install -e ".[docs]"' in completed.stderr
