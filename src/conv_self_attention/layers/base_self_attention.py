@@ -105,6 +105,22 @@ class BaseSelfAttention(keras.layers.Layer):
             never `"auto"`), the chunked kernel's block size, and more.
             Set when `call` runs or is traced; `None` before the first.
 
+    Raises:
+        ValueError: at construction, for an invalid argument (the message
+            names the argument and the value received); when built, for
+            inputs of the wrong rank, an unknown channel size, or a
+            `pool_size` larger than the map.
+        TypeError: when called on inputs that are not floating-point.
+
+    Example:
+
+    ```python
+    >>> layer = SelfAttention2D(num_heads=2, return_attention_scores=True)
+    >>> outputs, scores = layer(np.zeros((1, 4, 4, 16), "float32"))
+    >>> tuple(outputs.shape), tuple(scores.shape)  # scores: (B, h, N, M)
+    ((1, 4, 4, 16), (1, 2, 16, 16))
+    ```
+
     Reference:
         - [Zhang et al., 2018](https://arxiv.org/abs/1805.08318) (SAGAN)
         - [Miyato et al., 2018](https://arxiv.org/abs/1802.05957)
@@ -228,7 +244,16 @@ class BaseSelfAttention(keras.layers.Layer):
             )
 
     def key_value_spatial_shape(self, spatial_shape):
-        """The key/value grid for an input map of `spatial_shape`."""
+        """The key/value grid for an input map of `spatial_shape`.
+
+        Args:
+            spatial_shape: the spatial sizes of the input map, e.g.
+                `(28, 28)`; `None` for an unknown size.
+
+        Returns:
+            A tuple with one size (or `None`) per spatial axis: the map
+            itself without `pool_size`, else `ceil(size / pool_size)`.
+        """
         return key_value_grid(spatial_shape, self.pool_size)
 
     def build(self, input_shape):
