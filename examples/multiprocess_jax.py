@@ -1,22 +1,27 @@
 """Data-parallel training over several processes with JAX and
-`keras.distribution`: one process per host (or per accelerator).
+`keras.distribution`: one process per host, or one per accelerator.
 
 Every process runs this script with the same coordinator address (host and
-port of process 0) and process count, and its own process id, given as
-flags or in Keras' environment variables `KERAS_DISTRIBUTION_JOB_ADDRESSES`,
-`KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`:
+port of process 0), process count and global batch, and its own process
+id, given as flags or in Keras' environment variables
+`KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES` and
+`KERAS_DISTRIBUTION_PROCESS_ID`:
 
     # on host 0 (the coordinator, 10.0.0.1) and on host 1
     python examples/multiprocess_jax.py --coordinator 10.0.0.1:1234 \\
-        --num-processes 2 --process-id 0
+        --num-processes 2 --process-id 0 --global-batch 64
     python examples/multiprocess_jax.py --coordinator 10.0.0.1:1234 \\
-        --num-processes 2 --process-id 1
+        --num-processes 2 --process-id 1 --global-batch 64
 
-`keras.distribution.DataParallel` then replicates the model over the
-devices of all processes; each process feeds only its own slice of every
-global batch (`auto_shard_dataset=False`), and gradients are averaged
-across all devices. A process that cannot reach the coordinator within
-`--init-timeout` seconds exits with an error naming the address.
+A process uses every accelerator of its host, or those of
+`--local-device-ids` (one process per GPU: `--local-device-ids $LOCAL_RANK`);
+without accelerators, `--cpu-devices` CPU devices (to try it on one
+machine). `keras.distribution.DataParallel` then replicates the model over
+the devices of all processes; each process feeds only its own slice of
+every global batch (`auto_shard_dataset=False`), and gradients are averaged
+across all devices. A process other than 0 first waits up to
+`--init-timeout` seconds for the coordinator to accept connections, and
+exits with an error naming the address if it does not.
 
 With `--output-dir`, each process writes `process_<id>.json` (per-step
 losses and final weights), and process 0 also writes `model.keras` and
@@ -54,18 +59,64 @@ def parse_args(argv=None):
         type=int,
         default=int(environ.get("KERAS_DISTRIBUTION_PROCESS_ID", 0)),
     )
+    parser.add_argument(
+        "--local-device-ids",
+        type=device_ids,
+        default=None,
+        help="comma-separated ids of this process's accelerators "
+        "(default: all of this host's)",
+    )
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=1,
+        help="CPU devices this process uses when it has no accelerator",
+    )
     toy_task.add_run_arguments(parser, init_timeout=True)
     args = parser.parse_args(argv)
-    if args.num_processes > 1 and not args.coordinator:
-        parser.error(
-            "several processes need --coordinator "
-            "(or KERAS_DISTRIBUTION_JOB_ADDRESSES)"
-        )
+    check_args(args)
     return args
 
 
-def join_processes(coordinator, num_processes, process_id, timeout):
-    """Connects this process to the others; exits if that times out.
+def device_ids(text):
+    return [int(part) for part in text.split(",")]
+
+
+def check_args(args):
+    """Exits with one line naming the flag and value of a bad argument,
+    before any device or other process is touched."""
+    count = args.num_processes
+    if count < 1:
+        sys.exit(f"--num-processes {count} must be at least 1")
+    if not 0 <= args.process_id < count:
+        sys.exit(
+            f"--process-id {args.process_id} is outside [0, {count}) "
+            f"for --num-processes {count}"
+        )
+    toy_task.local_batch(args.global_batch, count, "processes")
+    if count == 1:
+        return
+    if not args.coordinator:
+        sys.exit(
+            "several processes need --coordinator host:port "
+            "(or KERAS_DISTRIBUTION_JOB_ADDRESSES)"
+        )
+    host, _, port = coordinator_address(args.coordinator).rpartition(":")
+    if not host or not port.isdigit():
+        sys.exit(
+            f"--coordinator {args.coordinator} needs a host and a port, "
+            "as in 10.0.0.1:1234"
+        )
+
+
+def coordinator_address(coordinator):
+    """The first of comma-separated job addresses: process 0's."""
+    return coordinator.split(",")[0]
+
+
+def join_processes(args, timeout):
+    """Connects this process to the others within `timeout` seconds;
+    exits if that fails.
 
     `keras.distribution.initialize` waits for the coordinator without a
     bound we can choose, so call `jax.distributed.initialize` directly,
@@ -73,29 +124,22 @@ def join_processes(coordinator, num_processes, process_id, timeout):
     """
     import jax
 
+    address = coordinator_address(args.coordinator)
     # CPU collectives between processes (GPUs and TPUs use their own).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    address = coordinator.split(",")[0]
-    # Said first: JAX aborts the process without naming the address when
-    # the coordinator does not answer in time.
-    print(
-        f"process {process_id}: joining {num_processes} processes at "
-        f"coordinator {address} (timeout {timeout} s)",
-        file=sys.stderr,
-        flush=True,
-    )
     try:
         jax.distributed.initialize(
             coordinator_address=address,
-            num_processes=num_processes,
-            process_id=process_id,
-            initialization_timeout=timeout,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            local_device_ids=args.local_device_ids,
+            initialization_timeout=max(1, round(timeout)),
         )
     except Exception as error:  # noqa: BLE001 - any failure is fatal here
         sys.exit(
-            f"process {process_id}: could not join {num_processes} "
-            f"processes at coordinator {address} within {timeout} s: "
-            f"{error}"
+            f"process {args.process_id}: could not join "
+            f"{args.num_processes} processes at coordinator {address} "
+            f"within {args.init_timeout} s: {error}"
         )
 
 
@@ -123,15 +167,16 @@ def train(args):
     keras.distribution.set_distribution(distribution)
     model = toy_task.build_model(spectral_norm=True)
     initial_weights = toy_task.named_weights(model)
-    images, targets = toy_task.make_data()
     shard = [
-        toy_task.process_shard(array, args.process_id, args.num_processes)
-        for array in (images, targets)
+        toy_task.process_shard(
+            array, args.process_id, args.num_processes, args.global_batch
+        )
+        for array in toy_task.make_data(args.global_batch)
     ]
     losses = []
     model.fit(
         *shard,
-        batch_size=toy_task.BATCH_SIZE // args.num_processes,
+        batch_size=args.global_batch // args.num_processes,
         epochs=args.epochs,
         shuffle=False,
         verbose=0,
@@ -189,14 +234,21 @@ def save_from_process_0(model, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ["KERAS_BACKEND"] = "jax"
-    if args.num_processes > 1:
-        join_processes(
-            args.coordinator,
-            args.num_processes,
-            args.process_id,
-            args.init_timeout,
+    timeout = args.init_timeout
+    if args.process_id != 0:
+        timeout = toy_task.wait_for_coordinator(
+            coordinator_address(args.coordinator),
+            timeout,
+            f"process {args.process_id}",
         )
+    os.environ["KERAS_BACKEND"] = "jax"
+    import jax
+
+    # Before the first use of the devices, as joining the others.
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+    if args.num_processes > 1:
+        join_processes(args, timeout)
+    toy_task.local_batch(args.global_batch, jax.device_count(), "devices")
     model, initial_weights, losses = train(args)
     print(f"process {args.process_id}: final loss {losses[-1]:.6f}")
     if args.output_dir is not None:

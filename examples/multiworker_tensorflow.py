@@ -14,13 +14,13 @@ in the list):
 
     # on host 0 (10.0.0.1) and on host 1 (10.0.0.2)
     python examples/multiworker_tensorflow.py \\
-        --workers 10.0.0.1:1234,10.0.0.2:1234 --index 0
+        --workers 10.0.0.1:1234,10.0.0.2:1234 --index 0 --global-batch 64
     python examples/multiworker_tensorflow.py \\
-        --workers 10.0.0.1:1234,10.0.0.2:1234 --index 1
+        --workers 10.0.0.1:1234,10.0.0.2:1234 --index 1 --global-batch 64
 
-Without either, it trains in this process alone. With `--output-dir`, each
-worker writes `worker_<index>.json` (per-step losses, initial and final
-weights).
+The global batch must divide over the workers' replicas. Without either,
+it trains in this process alone. With `--output-dir`, each worker writes
+`worker_<index>.json` (per-step losses, initial and final weights).
 """
 
 import argparse
@@ -39,7 +39,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--index", type=int, default=0)
     toy_task.add_run_arguments(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.workers:
+        workers = len(args.workers.split(","))
+        toy_task.local_batch(args.global_batch, workers, "workers")
+    return args
 
 
 def make_strategy(workers, index):
@@ -55,7 +59,7 @@ def make_strategy(workers, index):
     return tf.distribute.get_strategy()
 
 
-def make_dataset(strategy):
+def make_dataset(strategy, global_batch):
     """Each worker reads its own rows of every global batch, cut into one
     batch per local replica."""
     import tensorflow as tf
@@ -63,11 +67,14 @@ def make_dataset(strategy):
     def worker_dataset(context):
         arrays = [
             toy_task.process_shard(
-                array, context.input_pipeline_id, context.num_input_pipelines
+                array,
+                context.input_pipeline_id,
+                context.num_input_pipelines,
+                global_batch,
             )
-            for array in toy_task.make_data()
+            for array in toy_task.make_data(global_batch)
         ]
-        per_replica = context.get_per_replica_batch_size(toy_task.BATCH_SIZE)
+        per_replica = context.get_per_replica_batch_size(global_batch)
         return tf.data.Dataset.from_tensor_slices(tuple(arrays)).batch(
             per_replica
         )
@@ -99,7 +106,7 @@ def make_train_step(strategy, model, optimizer):
     return train_step
 
 
-def train(strategy, epochs):
+def train(strategy, args):
     """Returns `(model, initial weights, per-step losses)`."""
     import keras
 
@@ -109,9 +116,12 @@ def train(strategy, epochs):
         optimizer = keras.optimizers.SGD(toy_task.LEARNING_RATE)
     initial_weights = toy_task.named_weights(model)
     train_step = make_train_step(strategy, model, optimizer)
-    dataset = make_dataset(strategy)
+    toy_task.local_batch(
+        args.global_batch, strategy.num_replicas_in_sync, "replicas"
+    )
+    dataset = make_dataset(strategy, args.global_batch)
     losses = []
-    for _ in range(epochs):
+    for _ in range(args.epochs):
         for images, targets in dataset:
             losses.append(float(train_step(images, targets)))
     return model, initial_weights, losses
@@ -120,7 +130,7 @@ def train(strategy, epochs):
 def main(argv=None):
     args = parse_args(argv)
     strategy = make_strategy(args.workers, args.index)
-    model, initial_weights, losses = train(strategy, args.epochs)
+    model, initial_weights, losses = train(strategy, args)
     print(f"worker {args.index}: final loss {losses[-1]:.6f}")
     if args.output_dir is None:
         return

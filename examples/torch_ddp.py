@@ -8,17 +8,23 @@ not reach Keras' `training` argument, and spectral normalization updates
 its power-iteration vectors only in training).
 
 Launch one process per GPU (or per host) with `torchrun`, which sets
-`MASTER_ADDR`, `MASTER_PORT`, `RANK`, `LOCAL_RANK` and `WORLD_SIZE`:
+`MASTER_ADDR`, `MASTER_PORT`, `RANK`, `LOCAL_RANK` and `WORLD_SIZE`, and
+give the global batch, which must divide over all processes:
 
-    torchrun --nproc-per-node 2 examples/torch_ddp.py   # one host
+    # one host (a free port is chosen for you)
+    torchrun --standalone --nproc-per-node 4 examples/torch_ddp.py \\
+        --global-batch 64
+    # two hosts with 8 GPUs each: on host 0 (10.0.0.1), then --node-rank 1
     torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 \\
-        --master-addr 10.0.0.1 --master-port 1234 examples/torch_ddp.py
+        --master-addr 10.0.0.1 --master-port 1234 examples/torch_ddp.py \\
+        --global-batch 64
 
-GPUs communicate with nccl, CPUs with gloo. A process that cannot reach
-`MASTER_ADDR:MASTER_PORT` within `--init-timeout` seconds exits with an
-error naming the address. With `--output-dir`, rank 0 writes `result.json`
-(the all-reduced mean loss of every step and the final weights) and
-`weights.pt` (the model's `state_dict`).
+Each process uses the GPU of its `LOCAL_RANK` and nccl, or the CPU and
+gloo. A process that cannot reach `MASTER_ADDR:MASTER_PORT` within
+`--init-timeout` seconds exits with an error naming the address. With
+`--output-dir`, rank 0 writes `result.json` (the all-reduced mean loss of
+every step and the final weights) and `weights.pt` (the model's
+`state_dict`).
 """
 
 import argparse
@@ -35,7 +41,11 @@ import toy_task  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     toy_task.add_run_arguments(parser, init_timeout=True)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Before joining: a bad batch fails every process the same way.
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    toy_task.local_batch(args.global_batch, world_size, "processes")
+    return args
 
 
 def join_processes(timeout):
@@ -44,12 +54,15 @@ def join_processes(timeout):
 
     Returns `(rank, world_size, device)`.
     """
-    import torch
-    import torch.distributed as dist
-
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     address = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+    left = timeout
+    if rank != 0:  # rank 0 (or torchrun) serves the address
+        left = toy_task.wait_for_coordinator(address, timeout, f"rank {rank}")
+    import torch
+    import torch.distributed as dist
+
     device = torch.device("cpu")
     backend = "gloo"
     if torch.cuda.is_available():
@@ -61,7 +74,7 @@ def join_processes(timeout):
             backend,
             rank=rank,
             world_size=world_size,
-            timeout=datetime.timedelta(seconds=timeout),
+            timeout=datetime.timedelta(seconds=max(1, left)),
         )
     except Exception as error:  # noqa: BLE001 - any failure is fatal here
         sys.exit(
@@ -71,7 +84,7 @@ def join_processes(timeout):
     return rank, world_size, device
 
 
-def train(model, rank, world_size, device, epochs):
+def train(model, rank, world_size, device, args):
     """Trains with this rank's slice of every global batch.
 
     Returns the mean loss over all ranks of every step.
@@ -85,12 +98,14 @@ def train(model, rank, world_size, device, epochs):
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=toy_task.LEARNING_RATE)
     images, targets = (
-        torch.from_numpy(toy_task.process_shard(array, rank, world_size))
-        for array in toy_task.make_data()
+        torch.from_numpy(
+            toy_task.process_shard(array, rank, world_size, args.global_batch)
+        )
+        for array in toy_task.make_data(args.global_batch)
     )
-    local_batch = toy_task.BATCH_SIZE // world_size
+    local_batch = args.global_batch // world_size
     losses = []
-    for _ in range(epochs):
+    for _ in range(args.epochs):
         for start in range(0, len(images), local_batch):
             batch = slice(start, start + local_batch)
             predictions = ddp_model(images[batch].to(device), training=True)
@@ -130,7 +145,7 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     model = toy_task.build_model(spectral_norm=True, compile=False)
     initial_weights = toy_task.named_weights(model)
-    losses = train(model, rank, world_size, device, args.epochs)
+    losses = train(model, rank, world_size, device, args)
     if rank == 0:
         print(f"final loss {losses[-1]:.6f}")
         if args.output_dir is not None:

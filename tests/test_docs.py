@@ -47,18 +47,25 @@ SHELL_RUN_ELSEWHERE = {
         "guide/distributed.md",
         "python examples/distributed_training.py --backend tensorflow",
     ): "tests/test_distributed.py",
+    (
+        "guide/distributed.md",
+        "python examples/multiprocess_jax.py --coordinator localhost",
+    ): "tests/test_multiprocess.py",
+    ("guide/distributed.md", "torchrun --standalone"): (
+        "tests/test_multiprocess.py"
+    ),
 }
 
 # Shell blocks no test runs, and why.
 SHELL_EXEMPT = {
     ("index.md", "make demo"): "make targets: CI runs `make test`; "
     "tests/test_demo.py runs the demo",
-    ("guide/distributed.md", "python examples/multiprocess_jax.py"): (
-        "needs two hosts; tests/test_multiprocess.py runs two processes on "
-        "one host"
-    ),
-    ("guide/distributed.md", "torchrun --nproc-per-node 8"): "needs GPUs "
-    "or hosts; tests/test_multiprocess.py runs two processes on one host",
+    (
+        "guide/distributed.md",
+        "python examples/multiprocess_jax.py --coordinator 10.0.0.1",
+    ): "needs two hosts; tests/test_multiprocess.py runs the one-host lines",
+    ("guide/distributed.md", "torchrun --nnodes 2"): "needs two hosts; "
+    "tests/test_multiprocess.py runs the one-host line",
     ("guide/distributed.md", "python examples/multiworker_tensorflow.py"): (
         "needs two hosts; tests/test_multiprocess.py runs two processes on "
         "one host"

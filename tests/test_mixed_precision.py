@@ -26,6 +26,9 @@ LAYER_KWARGS = {"num_heads": 2, "gamma": 0.5}
 # `chunk_size=1000` splits the 4096 positions into uneven blocks.
 KERNELS = ("dense", "chunked", "fused")
 TOLERANCE = {"mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
+# The fused path's error against the float64 reference with q, k, v cast
+# to float32 under mixed_bfloat16: twice the largest measured (0.016).
+CAST_TOLERANCE = 0.032
 to_numpy = keras.ops.convert_to_numpy
 
 
@@ -188,5 +191,6 @@ def test_compute_dtype_fused_path_as_accurate_as_float32_cast(monkeypatch):
     assert not np.array_equal(lowp_out, cast_out)
     cast_error = relative_error(cast_out, expected)
     lowp_error = relative_error(lowp_out, expected)
-    assert cast_error < 0.5
+    # bfloat16 projections: measured 0.015 (JAX) and 0.016 (torch) on CPU.
+    assert cast_error < CAST_TOLERANCE
     assert lowp_error <= 1.5 * cast_error

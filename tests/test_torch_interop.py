@@ -77,7 +77,7 @@ ROUND_TRIP = """
 import io
 attention = model.attention
 before = attention.query_projection.u.numpy().copy()
-images = torch.randn(4, 3, 16, 16)
+images = torch.randn(4, 3, 16, 16, device=device)
 model.train()
 loss = model(images).square().mean()
 optimizer.zero_grad()
@@ -88,8 +88,8 @@ buffer = io.BytesIO()
 torch.save(model.state_dict(), buffer)
 buffer.seek(0)
 SelfAttention2D()(torch.zeros(1, 4, 4, 8))
-other = Discriminator()
-other(torch.zeros(1, 3, 16, 16))
+other = Discriminator().to(device)
+other(torch.zeros(1, 3, 16, 16, device=device))
 other.load_state_dict(torch.load(buffer), strict=True)
 model.eval()
 other.eval()
@@ -105,12 +105,10 @@ def guide_torch_example():
     return re.search(r"```python\n(.*?)```", GUIDE.read_text(), re.S).group(1)
 
 
-@pytest.mark.once
-def test_guide_torch_example_trains_and_round_trips(tmp_path):
-    code = guide_torch_example() + ROUND_TRIP
-    env = dict(os.environ, KERAS_BACKEND="torch")
+def run_torch_example(code, tmp_path, **env):
+    env = dict(os.environ, KERAS_BACKEND="torch", **env)
     completed = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", guide_torch_example() + code],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -118,4 +116,29 @@ def test_guide_torch_example_trains_and_round_trips(tmp_path):
         timeout=180,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "round trip ok" in completed.stdout
+    return completed.stdout
+
+
+@pytest.mark.once
+def test_guide_torch_example_trains_and_round_trips(tmp_path):
+    assert "round trip ok" in run_torch_example(ROUND_TRIP, tmp_path)
+
+
+# Every module and input on Keras' device, and an output there.
+ON_KERAS_DEVICE = """
+assert device.type == "meta"
+assert {p.device.type for p in model.parameters()} == {"meta"}
+assert model(torch.zeros(2, 3, 16, 16, device=device)).device.type == "meta"
+print("devices ok")
+"""
+
+
+@pytest.mark.once
+def test_guide_torch_example_follows_keras_device(tmp_path):
+    # Keras' default device forced away from torch's (the CPU): "meta"
+    # tensors have shapes and devices but no data, so this runs on any
+    # machine, as a CUDA, MPS or XPU default would.
+    stdout = run_torch_example(
+        ON_KERAS_DEVICE, tmp_path, KERAS_TORCH_DEVICE="meta"
+    )
+    assert "devices ok" in stdout
