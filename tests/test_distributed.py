@@ -50,7 +50,8 @@ def results():
     }
     outputs = {}
     for backend, process in processes.items():
-        stdout, stderr = process.communicate(timeout=300)
+        # Generous: a hang, not a slow (loaded) machine, should fail.
+        stdout, stderr = process.communicate(timeout=900)
         assert process.returncode == 0, stderr[-3000:]
         outputs[backend] = json.loads(stdout.strip().splitlines()[-1])
     return outputs

@@ -10,6 +10,7 @@ import conv_self_attention
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+KernelManager = pytest.importorskip("jupyter_client").KernelManager
 
 NOTEBOOK = (
     pathlib.Path(__file__).parents[1]
@@ -38,10 +39,17 @@ def test_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", keras.backend.backend())
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
+    # The kernel talks over Unix sockets in tmp_path: TCP ports picked for
+    # it, then released until it binds them, could be taken meanwhile.
+    kernel = KernelManager(
+        kernel_name="python3", transport="ipc", ip=str(tmp_path / "kernel")
+    )
     client = nbclient.NotebookClient(
         notebook,
+        km=kernel,
         timeout=600,
-        kernel_name="python3",
+        # Starting a kernel can take minutes on a loaded 2-core machine.
+        startup_timeout=300,
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()

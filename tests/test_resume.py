@@ -21,7 +21,9 @@ import resume_run
 SCRIPT = pathlib.Path(__file__).resolve().parent / "resume_run.py"
 KILL_EPOCH = 1
 KILL_BATCH = 3
-TIMEOUT_S = 180
+# A run taking longer has hung: each takes well under a minute alone, and
+# several times that beside other jobs on a loaded 2-core machine.
+TIMEOUT_S = 600
 
 
 def run_script(tmp_path):

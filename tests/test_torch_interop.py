@@ -113,7 +113,7 @@ def run_torch_example(code, tmp_path, **env):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,  # a hang; loaded machines are slow
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed.stdout
