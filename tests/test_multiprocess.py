@@ -335,3 +335,46 @@ def test_tensorflow_two_workers_match_one(tensorflow_runs, out):
     assert [run["replicas"] for run in two] == [2, 2]
     assert single["replicas"] == 1
     assert_same_training(two, single)
+
+
+# Runs an example as `__main__`; then says which frameworks it imported.
+RUN_AND_LIST_FRAMEWORKS = """
+import os
+import runpy
+import sys
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python script` does
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    loaded = [m for m in ("jax", "torch", "tensorflow") if m in sys.modules]
+    print("frameworks:", loaded)
+"""
+
+
+@pytest.mark.parametrize(
+    "script, flags, env, named",
+    [
+        ("multiprocess_jax.py", "--coordinator localhost:1234 "
+         "--num-processes 2 --process-id 0 --global-batch 9", {},
+         "--global-batch 9"),
+        ("multiprocess_jax.py", "--coordinator localhost --num-processes 2 "
+         "--process-id 1", {}, "--coordinator localhost"),
+        ("multiprocess_jax.py", "--coordinator localhost:1234 "
+         "--num-processes 2 --process-id 2", {}, "--process-id 2"),
+        ("torch_ddp.py", "--global-batch 8", {"WORLD_SIZE": "3"},
+         "--global-batch 8"),
+        ("multiworker_tensorflow.py", "--workers a:1,b:1,c:1 --index 0 "
+         "--global-batch 8", {}, "--global-batch 8"),
+    ],
+)
+def test_bad_input_stops_with_one_line_before_any_framework(
+    script, flags, env, named
+):
+    command = [sys.executable, "-c", RUN_AND_LIST_FRAMEWORKS,
+               EXAMPLES / script, *flags.split()]
+    completed = Job(command, **env).result()
+    assert completed.returncode != 0
+    (line,) = completed.stderr.strip().splitlines()
+    assert line.startswith(named + " "), line
+    assert "frameworks: []" in completed.stdout
