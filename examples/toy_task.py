@@ -1,4 +1,5 @@
-"""The small model and data set shared by the distributed examples.
+"""The small model and data set shared by the distributed examples, with
+their common flags and checks.
 
 A fixed regression task (predict the mean of each map's centre) and a
 model with a spectrally normalized `SelfAttention2D`, small enough to train
