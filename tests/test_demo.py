@@ -17,6 +17,9 @@ from conv_self_attention.demo import data
 from conv_self_attention.demo import frechet
 from conv_self_attention.demo import gan
 from conv_self_attention.demo import networks
+from conv_self_attention.demo import report
+from conv_self_attention.diagnostics import STATISTICS
+from conv_self_attention.diagnostics import attention_statistics
 
 
 def test_frechet_distance_of_a_set_to_itself_is_zero():
@@ -88,6 +91,18 @@ def test_cli_defaults():
     args = cli.build_parser().parse_args([])
     assert args.dataset == "digits" and args.output_dir == "demo_output"
     assert not args.quick and args.backend is None
+    assert args.seeds == 1 and args.classifier_seeds is None
+
+
+def test_spread_and_differences():
+    one = report.spread([0.5])
+    assert one == {"mean": 0.5, "std": None, "values": [0.5]}
+    values = report.spread([1.0, 2.0, 3.0])
+    assert values["mean"] == 2.0 and values["std"] == pytest.approx(1.0)
+    baseline = report.spread([1.0, 1.0, 1.0])
+    # s.e. = sqrt(1 / 3 + 0 / 3).
+    assert report._difference(values, baseline, 2) == "+1.00 (s.e. 0.58)"
+    assert report._difference(one, baseline, 1) == "-0.5"
 
 
 @pytest.mark.parametrize("attention", networks.ATTENTION_PLACES)
@@ -166,6 +181,25 @@ def test_gan_step_updates_each_network_in_its_own_step():
         np.testing.assert_array_equal(before, after)
 
 
+def test_gan_trainer_records_the_attention_statistics():
+    keras.utils.set_random_seed(0)
+    generator = networks.build_generator(attention=True)
+    discriminator = networks.build_discriminator(attention=True)
+    trainer = gan.GANTrainer(generator, discriminator)
+    real = np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 1))
+    monitor = {"generator": trainer.latent(4),
+               "discriminator": real[:4].astype("float32")}
+    history = trainer.fit(real.astype("float32"), epochs=1, batch_size=4,
+                          steps_per_epoch=1, monitor=monitor)
+    for role, model in (("generator", generator),
+                        ("discriminator", discriminator)):
+        expected = attention_statistics(model, monitor[role])["attention"]
+        for name in STATISTICS:
+            logged = history[f"attention/{role}/attention/{name}"]
+            assert logged == [pytest.approx(expected[name], rel=1e-5,
+                                            abs=1e-7)]
+
+
 @pytest.mark.once
 def test_quick_demo_writes_valid_results(tmp_path):
     """`--quick` end to end in a fresh process on this pass's backend."""
@@ -192,18 +226,38 @@ def test_quick_demo_writes_valid_results(tmp_path):
     assert "Demo results" in result.stdout
     assert str(output_dir) in result.stdout
 
+    page = output_dir / "index.html"
+    assert result.stdout.rstrip().endswith(str(page))
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["backend"] == backend
     accuracy = metrics["classifier"]["test_accuracy"]
     assert set(accuracy) == {"none", "first", "intermediate"}
-    assert all(0.0 <= value <= 1.0 for value in accuracy.values())
+    assert all(0.0 <= value["mean"] <= 1.0 for value in accuracy.values())
     distances = metrics["gan"]["frechet_distance"]
-    assert all(np.isfinite(value) and value >= 0 for value in
-               distances.values())
+    assert all(np.isfinite(value["mean"]) and value["mean"] >= 0
+               for key, value in distances.items()
+               if key != "real_train_vs_held_out")
     assert "penultimate" in metrics["gan"]["frechet_features"]
+    statistics = [
+        *metrics["classifier"]["attention_statistics"].values(),
+        *metrics["gan"]["attention_statistics"].values(),
+    ]
+    assert len(statistics) == 4
+    for values in statistics:
+        assert set(values) == set(STATISTICS)
+        assert 0.0 <= values["entropy"]["mean"] <= 1.0
+    assert "mean_distance" in result.stdout
+
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") == 16
+    assert "Frechet distance" in text and "test accuracy" in text
 
     expected = [
-        "classifier_curves.png", "gan_losses.png", "gan_gamma.png",
+        "classifier_curves.png", "gan_losses.png",
+        "attention_statistics_gan.png", "attention_distance_generator.png",
+        "attention_distance_discriminator.png",
+        "attention_statistics_classifier_first.png",
+        "attention_distance_classifier_intermediate.png",
         "attention_classifier_first.png",
         "attention_classifier_intermediate.png", "attention_generator.png",
         "attention_discriminator_real.png",

@@ -41,6 +41,9 @@ except ModuleNotFoundError as err:
     ) from err
 
 from conv_self_attention.convert import load_biggan_attention
+from conv_self_attention.diagnostics import AttentionMonitor
+from conv_self_attention.diagnostics import GammaLogger
+from conv_self_attention.diagnostics import attention_statistics
 from conv_self_attention.kernels import attention
 from conv_self_attention.layers import BaseSelfAttention
 from conv_self_attention.layers import SelfAttention1D
@@ -48,12 +51,14 @@ from conv_self_attention.layers import SelfAttention2D
 from conv_self_attention.layers import SelfAttention3D
 from conv_self_attention.layers import SelfAttention_Conv2D
 from conv_self_attention.layers import key_value_grid
-from conv_self_attention.visualize import GammaLogger
 from conv_self_attention.visualize import attention_maps
 from conv_self_attention.visualize import attention_scores_model
+from conv_self_attention.visualize import plot_attention_distance
 from conv_self_attention.visualize import plot_attention_maps
+from conv_self_attention.visualize import plot_attention_statistics
 
 __all__ = [
+    "AttentionMonitor",
     "BaseSelfAttention",
     "GammaLogger",
     "SelfAttention1D",
@@ -63,9 +68,12 @@ __all__ = [
     "attention",
     "attention_maps",
     "attention_scores_model",
+    "attention_statistics",
     "key_value_grid",
     "load_biggan_attention",
+    "plot_attention_distance",
     "plot_attention_maps",
+    "plot_attention_statistics",
 ]
 
 # The only place the version is written: the build reads this literal

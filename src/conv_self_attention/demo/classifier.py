@@ -4,8 +4,10 @@ import keras
 
 from conv_self_attention.demo.networks import ATTENTION_PLACES
 from conv_self_attention.demo.networks import build_classifier
-from conv_self_attention.visualize import GammaLogger
+from conv_self_attention.diagnostics import AttentionMonitor
 
+# Held-out images on which the attention statistics are measured.
+MONITOR_EXAMPLES = 64
 DESCRIPTIONS = {
     "none": "no attention",
     "first": "attention first (filters=8)",
@@ -18,7 +20,9 @@ def train_classifier(attention, dataset, epochs, seed=0, batch_size=32):
 
     The held-out set is the validation data, used to draw accuracy curves
     and for the final test accuracy (the last epoch's, which is the final
-    model's); nothing is selected on it.
+    model's); nothing is selected on it. With attention, its statistics on
+    the first `MONITOR_EXAMPLES` held-out images are logged every epoch
+    (`attention/attention/<statistic>`).
     """
     keras.utils.set_random_seed(seed)
     model = build_classifier(attention, resolution=dataset.resolution)
@@ -27,33 +31,45 @@ def train_classifier(attention, dataset, epochs, seed=0, batch_size=32):
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    callbacks = []
+    if attention != "none":
+        callbacks.append(
+            AttentionMonitor(dataset.x_test[:MONITOR_EXAMPLES])
+        )
     history = model.fit(
         dataset.x_train,
         dataset.y_train,
         batch_size=batch_size,
         epochs=epochs,
         validation_data=(dataset.x_test, dataset.y_test),
-        callbacks=[GammaLogger()],
-        verbose=1,
+        callbacks=callbacks,
+        verbose=2,
     )
     accuracy = history.history["val_accuracy"][-1]
     return model, history.history, float(accuracy)
 
 
-def train_all(dataset, epochs, seed=0):
-    """Trains the three variants; returns `{place: result dict}`."""
-    results = {}
-    for number, place in enumerate(ATTENTION_PLACES, start=1):
-        print(
-            f"\nClassifier {number}/{len(ATTENTION_PLACES)}: "
-            f"{DESCRIPTIONS[place]}"
-        )
-        model, history, accuracy = train_classifier(
-            place, dataset, epochs, seed
-        )
-        results[place] = {
-            "model": model,
-            "history": history,
-            "test_accuracy": accuracy,
-        }
+def train_all(dataset, epochs, seeds=(0,)):
+    """Trains the three variants once per seed.
+
+    Returns:
+        `{place: [result dict per seed]}`, each with `model`, `history`,
+        `test_accuracy` and `seed`.
+    """
+    results = {place: [] for place in ATTENTION_PLACES}
+    for seed in seeds:
+        for number, place in enumerate(ATTENTION_PLACES, start=1):
+            print(
+                f"\nClassifier {number}/{len(ATTENTION_PLACES)}, seed "
+                f"{seed}: {DESCRIPTIONS[place]}"
+            )
+            model, history, accuracy = train_classifier(
+                place, dataset, epochs, seed
+            )
+            results[place].append({
+                "model": model,
+                "history": history,
+                "test_accuracy": accuracy,
+                "seed": seed,
+            })
     return results

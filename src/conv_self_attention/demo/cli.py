@@ -44,6 +44,20 @@ def build_parser():
         help="classifier epochs (default 15; 1 with --quick).",
     )
     parser.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        help=(
+            "GAN comparisons to run, with seeds seed, seed+1, ... (default "
+            "1); the results report their mean and spread."
+        ),
+    )
+    parser.add_argument(
+        "--classifier-seeds",
+        type=_positive_int,
+        help="classifier comparisons to run (default 3; 1 with --quick).",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a run of about a minute that checks every step end to end.",

@@ -7,7 +7,7 @@ matplotlib.use("Agg")  # The demo runs headless; nothing is shown.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from conv_self_attention.visualize import plot_attention_maps  # noqa: E402
+from conv_self_attention import visualize  # noqa: E402
 
 DPI = 110
 
@@ -57,33 +57,22 @@ def gan_losses(histories, path):
     return save(figure, path)
 
 
-def gamma_curves(series, path, title):
-    """Gamma per epoch, one line per attention layer."""
-    figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
-    for label, values in series.items():
-        epochs = np.arange(1, len(values) + 1)
-        axis.plot(epochs, values, marker="o", ms=3, label=label)
-    axis.axhline(0.0, color="gray", lw=0.8, ls="--")
-    axis.set_title(title)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("gamma (weight of the attention branch)")
-    axis.legend()
-    return save(figure, path)
-
-
 def classifier_curves(results, labels, path):
-    """Held-out accuracy and gamma per epoch of each classifier."""
+    """Held-out accuracy and gamma per epoch: mean over seeds, with range."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for place, result in results.items():
-        history = result["history"]
-        epochs = np.arange(1, len(history["val_accuracy"]) + 1)
-        axes[0].plot(epochs, history["val_accuracy"], marker="o", ms=3,
-                     label=labels[place])
-        for key, values in history.items():
-            if key.startswith("gamma/"):
-                axes[1].plot(epochs, values, marker="o", ms=3,
-                             label=labels[place])
-    axes[0].set_title("Held-out accuracy")
+    keys = ("val_accuracy", "attention/attention/gamma")
+    for place, runs in results.items():
+        for axis, key in zip(axes, keys, strict=True):
+            if key not in runs[0]["history"]:
+                continue
+            values = np.array([run["history"][key] for run in runs])
+            epochs = np.arange(1, values.shape[1] + 1)
+            axis.plot(epochs, values.mean(0), marker="o", ms=3,
+                      label=labels[place])
+            axis.fill_between(epochs, values.min(0), values.max(0),
+                              alpha=0.2, color=axis.lines[-1].get_color())
+    seeds = len(next(iter(results.values())))
+    axes[0].set_title(f"Held-out accuracy (mean and range of {seeds} seeds)")
     axes[0].set_ylabel("accuracy")
     axes[1].set_title("gamma of the attention layer")
     axes[1].set_ylabel("gamma")
@@ -94,10 +83,21 @@ def classifier_curves(results, labels, path):
     return save(figure, path)
 
 
+def statistics_figure(history, path, title):
+    """Attention statistics per epoch, as `AttentionMonitor` logs them."""
+    return save(visualize.plot_attention_statistics(history, title=title), path)
+
+
+def distance_figure(layer, inputs, path, title):
+    """Attention distance of a trained layer against uniform attention."""
+    figure = visualize.plot_attention_distance(layer, inputs, title=title)
+    return save(figure, path)
+
+
 def attention_figure(image, scores, layer, spatial_shape, path, title):
     """Attention maps of three automatically chosen queries over `image`."""
     queries = pick_queries(image, spatial_shape)
-    figure = plot_attention_maps(
+    figure = visualize.plot_attention_maps(
         image, scores, queries, spatial_shape, layer=layer, title=title
     )
     return save(figure, path)

@@ -18,7 +18,9 @@ import numpy as np
 from keras import ops
 
 from conv_self_attention.demo.networks import LATENT_DIM
-from conv_self_attention.visualize import gamma_values
+from conv_self_attention.diagnostics import attention_statistics
+from conv_self_attention.diagnostics import flat_statistics
+from conv_self_attention.diagnostics import gamma_values
 
 GENERATOR_LEARNING_RATE = 1e-4
 DISCRIMINATOR_LEARNING_RATE = 4e-4
@@ -90,7 +92,7 @@ class GANTrainer:
         return float(d_loss), float(g_loss)
 
     def fit(self, images, epochs, batch_size=64, steps_per_epoch=None,
-            on_epoch_end=None):
+            on_epoch_end=None, monitor=None):
         """Trains for `epochs` passes over `images` with Keras progress bars.
 
         Args:
@@ -99,12 +101,17 @@ class GANTrainer:
             batch_size: real images per step (as many are generated).
             steps_per_epoch: optional cap on the steps of an epoch.
             on_epoch_end: optional `fn(epoch)` called after each epoch.
+            monitor: optional `{"generator": latent vectors,
+                "discriminator": images}`: the inputs on which each epoch
+                records `attention_statistics` of both networks, as
+                `AttentionMonitor` does in `fit`.
 
         Returns:
             A dict of lists: per-step `d_loss` and `g_loss`, and per epoch
-            `epoch_d_loss`, `epoch_g_loss` and every attention layer's
-            gamma (keys as in `visualize.gamma_values`, prefixed with
-            `generator/` or `discriminator/`).
+            `epoch_d_loss`, `epoch_g_loss`, every attention layer's gamma
+            (keys as in `diagnostics.gamma_values`, prefixed with
+            `generator/` or `discriminator/`) and, with `monitor`, the
+            statistics as `attention/generator/<layer>/<statistic>`.
         """
         steps = len(images) // batch_size
         if steps_per_epoch is not None:
@@ -118,7 +125,10 @@ class GANTrainer:
             history["g_loss"] += g_losses
             history["epoch_d_loss"].append(float(np.mean(d_losses)))
             history["epoch_g_loss"].append(float(np.mean(g_losses)))
-            for key, value in self.gammas().items():
+            values = self.gammas()
+            if monitor is not None:
+                values.update(self.statistics(monitor))
+            for key, value in values.items():
                 history.setdefault(key, []).append(value)
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
@@ -143,6 +153,17 @@ class GANTrainer:
         values.update(
             gamma_values(self.discriminator, prefix="gamma/discriminator/")
         )
+        return values
+
+    def statistics(self, monitor):
+        """Flat `attention_statistics` of G and D on `monitor`'s inputs."""
+        values = {}
+        for role, model in (("generator", self.generator),
+                            ("discriminator", self.discriminator)):
+            values.update(flat_statistics(
+                attention_statistics(model, monitor[role]),
+                prefix=f"attention/{role}/",
+            ))
         return values
 
     def generate(self, count, batch_size=250):

@@ -16,13 +16,9 @@ from conv_self_attention.demo import figures
 from conv_self_attention.demo import frechet
 from conv_self_attention.demo import gan
 from conv_self_attention.demo import networks
+from conv_self_attention.demo import report
+from conv_self_attention.demo.classifier import MONITOR_EXAMPLES
 from conv_self_attention.visualize import attention_scores_model
-
-FEATURES_NOTE = (
-    "Frechet distance on the 64-d penultimate-layer ('features') "
-    "activations of the demo's no-attention classifier, trained at the "
-    "GAN's resolution; not Inception features, so compare within this demo."
-)
 
 
 @dataclasses.dataclass
@@ -34,13 +30,19 @@ class Settings:
     gan_steps_per_epoch: int = None  # None: one pass over the data.
     generated_samples: int = 1000
     batch_size: int = 64
+    classifier_seeds: int = 3
+    gan_seeds: int = 1
 
     @classmethod
     def from_args(cls, args):
         settings = cls()
         if args.quick:
             settings = cls(classifier_epochs=1, gan_epochs=1,
-                           gan_steps_per_epoch=6, generated_samples=200)
+                           gan_steps_per_epoch=6, generated_samples=200,
+                           classifier_seeds=1)
+        if args.classifier_seeds:
+            settings.classifier_seeds = args.classifier_seeds
+        settings.gan_seeds = args.seeds
         if args.classifier_epochs:
             settings.classifier_epochs = args.classifier_epochs
         if args.epochs:
@@ -62,36 +64,46 @@ def run(args):
 
     tick = time.time()
     classifiers = classifier.train_all(
-        dataset, settings.classifier_epochs, args.seed
+        dataset, settings.classifier_epochs,
+        _seeds(args.seed, settings.classifier_seeds),
     )
     seconds["classifiers"] = time.time() - tick
     files += _classifier_figures(classifiers, dataset, output_dir)
 
-    # The no-attention classifier, at the GAN's resolution, gives the
-    # features of every Frechet distance.
-    features = frechet.feature_extractor(classifiers["none"]["model"])
+    # The first seed's no-attention classifier, at the GAN's resolution,
+    # gives the features of every Frechet distance.
+    features = frechet.feature_extractor(classifiers["none"][0]["model"])
     real_features = features.predict(dataset.x_test, verbose=0)
-    gans = {}
-    for attention in (True, False):
-        tick = time.time()
-        gans[attention] = _train_gan(
-            attention, dataset, settings, args.seed, output_dir
-        )
-        seconds[_gan_key(attention)] = time.time() - tick
-        gans[attention]["frechet_distance"] = _generated_distance(
-            gans[attention]["trainer"], features, real_features, settings
-        )
-        files += gans[attention]["files"]
+    gans = {True: [], False: []}
+    for seed in _seeds(args.seed, settings.gan_seeds):
+        for attention in (True, False):
+            tick = time.time()
+            result = _train_gan(attention, dataset, settings, seed,
+                                output_dir, samples=seed == args.seed)
+            key = _gan_key(attention)
+            seconds[key] = seconds.get(key, 0.0) + time.time() - tick
+            result["frechet_distance"] = _generated_distance(
+                result["trainer"], features, real_features, settings
+            )
+            files += result["files"]
+            gans[attention].append(result)
     files += _gan_figures(gans, dataset, output_dir)
     reference = frechet.frechet_distance(
         features.predict(dataset.x_train, verbose=0), real_features
     )
     seconds["total"] = time.time() - started
-    metrics = _metrics(args, settings, dataset, classifiers, gans, reference,
-                       seconds)
+    metrics = report.metrics(args, settings, dataset, classifiers, gans,
+                             reference, seconds)
     files.append(_write_json(metrics, output_dir))
-    print(summary(metrics, output_dir, files))
+    text = report.summary(metrics, output_dir, files)
+    page = report.write_html(metrics, text, files, output_dir)
+    print(text)
+    print(f"Report page: {page}")
     return metrics
+
+
+def _seeds(first, count):
+    return [first + offset for offset in range(count)]
 
 
 def _generated_distance(trainer, features, real_features, settings):
@@ -108,33 +120,39 @@ def _write_json(metrics, output_dir):
     return path
 
 
-def _train_gan(attention, dataset, settings, seed, output_dir):
+def _train_gan(attention, dataset, settings, seed, output_dir, samples):
+    """Trains one GAN; with `samples`, saves its sample grid every epoch."""
     label = "with attention" if attention else "without attention"
-    print(f"\nSAGAN {label}")
+    print(f"\nSAGAN {label}, seed {seed}")
     keras.utils.set_random_seed(seed)
     generator = networks.build_generator(attention, dataset.resolution)
     discriminator = networks.build_discriminator(attention, dataset.resolution)
     trainer = gan.GANTrainer(generator, discriminator, seed=seed)
     fixed_latent = trainer.latent(64)
     sample_dir = os.path.join(output_dir, f"samples_{_gan_key(attention)}")
-    os.makedirs(sample_dir, exist_ok=True)
     files = []
 
     def save_samples(epoch):
+        os.makedirs(sample_dir, exist_ok=True)
         images = generator.predict(fixed_latent, verbose=0)
         path = os.path.join(sample_dir, f"epoch_{epoch + 1:03d}.png")
         title = f"SAGAN {label}: samples after epoch {epoch + 1}"
         files.append(figures.sample_grid(images, path, title))
 
+    monitor = None
+    if attention:
+        monitor = {"generator": fixed_latent,
+                   "discriminator": dataset.x_test[:MONITOR_EXAMPLES]}
     history = trainer.fit(
         dataset.x_train,
         settings.gan_epochs,
         batch_size=settings.batch_size,
         steps_per_epoch=settings.gan_steps_per_epoch,
-        on_epoch_end=save_samples,
+        on_epoch_end=save_samples if samples else None,
+        monitor=monitor,
     )
     return {"trainer": trainer, "history": history, "label": label,
-            "files": files}
+            "files": files, "seed": seed}
 
 
 def _gan_key(attention):
@@ -147,8 +165,26 @@ def _classifier_figures(classifiers, dataset, output_dir):
         classifiers, classifier.DESCRIPTIONS, path
     )]
     image = dataset.x_test[:1]
+    monitored = dataset.x_test[:MONITOR_EXAMPLES]
     for place in ("first", "intermediate"):
-        model = classifiers[place]["model"]
+        run = classifiers[place][0]
+        model = run["model"]
+        description = classifier.DESCRIPTIONS[place]
+        files.append(figures.statistics_figure(
+            run["history"], os.path.join(
+                output_dir, f"attention_statistics_classifier_{place}.png"),
+            f"Classifier, {description}, seed {run['seed']}: attention "
+            "statistics per epoch",
+        ))
+        layer = model.get_layer("attention")
+        reaching = keras.Model(model.inputs, layer.input)
+        files.append(figures.distance_figure(
+            layer, reaching.predict(monitored, verbose=0),
+            os.path.join(output_dir,
+                         f"attention_distance_classifier_{place}.png"),
+            f"Classifier, {description}: attention distance on "
+            f"{len(monitored)} held-out digits",
+        ))
         layer = model.get_layer("attention")
         scores = attention_scores_model(model, layer).predict(image, verbose=0)
         path = os.path.join(output_dir, f"attention_classifier_{place}.png")
@@ -161,20 +197,21 @@ def _classifier_figures(classifiers, dataset, output_dir):
 
 
 def _gan_figures(gans, dataset, output_dir):
-    histories = {gans[a]["label"]: gans[a]["history"] for a in gans}
+    """Figures of the first seed's GANs."""
+    first = {attention: runs[0] for attention, runs in gans.items()}
+    histories = {run["label"]: run["history"] for run in first.values()}
     files = [figures.gan_losses(
         histories, os.path.join(output_dir, "gan_losses.png")
     )]
-    gammas = {
-        key.removeprefix("gamma/"): values
-        for key, values in gans[True]["history"].items()
-        if key.startswith("gamma/")
-    }
-    files.append(figures.gamma_curves(
-        gammas, os.path.join(output_dir, "gan_gamma.png"),
-        "SAGAN with attention: gamma per epoch",
+    run = first[True]
+    files.append(figures.statistics_figure(
+        run["history"],
+        os.path.join(output_dir, "attention_statistics_gan.png"),
+        f"SAGAN with attention, seed {run['seed']}: attention statistics "
+        "per epoch (generator on fixed latents, discriminator on held-out "
+        "digits)",
     ))
-    trainer = gans[True]["trainer"]
+    trainer = run["trainer"]
     latent = trainer.latent(1)
     generated = trainer.generator.predict(latent, verbose=0)
     real = dataset.x_test[:1]
@@ -195,118 +232,22 @@ def _gan_figures(gans, dataset, output_dir):
         files.append(figures.attention_figure(
             image[0], scores, layer, _input_grid(layer), path, title
         ))
+    monitored = (
+        (trainer.generator, trainer.latent(MONITOR_EXAMPLES), "generator"),
+        (trainer.discriminator, dataset.x_test[:MONITOR_EXAMPLES],
+         "discriminator"),
+    )
+    for model, inputs, name in monitored:
+        layer = model.get_layer("attention")
+        reaching = keras.Model(model.inputs, layer.input)
+        files.append(figures.distance_figure(
+            layer, reaching.predict(inputs, verbose=0),
+            os.path.join(output_dir, f"attention_distance_{name}.png"),
+            f"SAGAN {name}: attention distance on {MONITOR_EXAMPLES} "
+            "inputs",
+        ))
     return files
 
 
 def _input_grid(layer):
     return tuple(layer.input.shape[1:3])
-
-
-def _metrics(args, settings, dataset, classifiers, gans, reference, seconds):
-    history = gans[True]["history"]
-    return {
-        "backend": keras.backend.backend(),
-        "dataset": dataset.describe(),
-        "seed": args.seed,
-        "quick": bool(args.quick),
-        "classifier": {
-            "epochs": settings.classifier_epochs,
-            "test_accuracy": {
-                place: result["test_accuracy"]
-                for place, result in classifiers.items()
-            },
-            "final_gamma": {
-                place: _last_gammas(result["history"])
-                for place, result in classifiers.items() if place != "none"
-            },
-        },
-        "gan": {
-            "epochs": settings.gan_epochs,
-            "steps": len(history["d_loss"]),
-            "batch_size": settings.batch_size,
-            "learning_rates": {
-                "generator": gan.GENERATOR_LEARNING_RATE,
-                "discriminator": gan.DISCRIMINATOR_LEARNING_RATE,
-            },
-            "generated_samples": settings.generated_samples,
-            "held_out_real_samples": len(dataset.x_test),
-            "frechet_distance": {
-                "with_attention": gans[True]["frechet_distance"],
-                "without_attention": gans[False]["frechet_distance"],
-                "real_train_vs_held_out": reference,
-            },
-            "frechet_features": FEATURES_NOTE,
-            "final_gamma": _last_gammas(history),
-        },
-        "seconds": {key: round(value, 1) for key, value in seconds.items()},
-    }
-
-
-def _last_gammas(history):
-    return {
-        key.removeprefix("gamma/"): float(values[-1])
-        for key, values in history.items() if key.startswith("gamma/")
-    }
-
-
-def summary(metrics, output_dir, files):
-    """The printed result table, as one string."""
-    accuracy = metrics["classifier"]["test_accuracy"]
-    gammas = metrics["classifier"]["final_gamma"]
-    distances = metrics["gan"]["frechet_distance"]
-    lines = [
-        "",
-        "=" * 72,
-        f"Demo results ({metrics['backend']}, {metrics['dataset']}, "
-        f"{metrics['seconds']['total'] / 60:.1f} min)",
-        "",
-        f"Classifiers ({metrics['classifier']['epochs']} epochs each, "
-        f"seed {metrics['seed']}):",
-        f"  {'model':<32}{'test accuracy':>14}{'final gamma':>14}",
-    ]
-    for place, description in classifier.DESCRIPTIONS.items():
-        gamma = gammas.get(place, {})
-        gamma_text = ", ".join(f"{v:.3f}" for v in gamma.values()) or "-"
-        lines.append(
-            f"  {description:<32}{accuracy[place]:>14.4f}{gamma_text:>14}"
-        )
-    gan_info = metrics["gan"]
-    lines += [
-        "",
-        f"SAGAN ({gan_info['epochs']} epochs, {gan_info['steps']} steps, "
-        "hinge loss, spectral norm, TTUR lr G 1e-4 / D 4e-4):",
-        f"  {'model':<32}{'Frechet distance':>18}",
-        f"  {'with attention':<32}{distances['with_attention']:>18.2f}",
-        f"  {'without attention':<32}{distances['without_attention']:>18.2f}",
-        f"  {'real train vs held-out (floor)':<32}"
-        f"{distances['real_train_vs_held_out']:>18.2f}",
-        f"  ({gan_info['generated_samples']} generated vs "
-        f"{gan_info['held_out_real_samples']} held-out real digits; lower "
-        "is better)",
-        "  " + FEATURES_NOTE,
-        "  final gamma: " + ", ".join(
-            f"{k} {v:.3f}" for k, v in gan_info["final_gamma"].items()
-        ),
-        "",
-        f"{len(files)} files written under {output_dir}:",
-    ]
-    lines += [f"  {os.path.relpath(path, output_dir)}"
-              for path in _summarized(files)]
-    lines.append("=" * 72)
-    return "\n".join(lines)
-
-
-def _summarized(files):
-    """Lists files, collapsing the per-epoch sample grids to one line each."""
-    shown, folders = [], {}
-    for path in files:
-        folder = os.path.basename(os.path.dirname(path))
-        if folder.startswith("samples_"):
-            folders.setdefault(os.path.dirname(path), []).append(path)
-        else:
-            shown.append(path)
-    for folder, paths in folders.items():
-        shown.append(os.path.join(
-            folder, f"epoch_*.png ({len(paths)} sample grids)"
-        ))
-    return sorted(shown)

@@ -256,6 +256,32 @@ class BaseSelfAttention(keras.layers.Layer):
         """
         return key_value_grid(spatial_shape, self.pool_size)
 
+    def attention_inputs(self, inputs, training=False):
+        """What `call` feeds the attention, for diagnostics.
+
+        Args:
+            inputs: a batch the layer accepts (the layer is built).
+            training: passed to the projections. Defaults to `False`.
+
+        Returns:
+            `(query, key, value, shortcut)`, channels last, in the compute
+            dtype: `query` `(B, N, h, dk / h)`, `key` `(B, M, h, dk / h)`,
+            `value` `(B, M, h, dv / h)` and `shortcut` `(B, *spatial, F)`.
+        """
+        x = inputs
+        if self.data_format == "channels_first":
+            x = ops.moveaxis(x, 1, -1)
+        query = self.query_projection(x, training=training)
+        key = self._pool(self.key_projection(x, training=training))
+        value = self._pool(self.value_projection(x, training=training))
+        shortcut = x
+        if self.shortcut_projection is not None:
+            shortcut = self.shortcut_projection(x, training=training)
+        return (
+            self._split_heads(query), self._split_heads(key),
+            self._split_heads(value), shortcut,
+        )
+
     def build(self, input_shape):
         self._check_input_shape(input_shape)
         channels = input_shape[self._channel_axis]

@@ -1,4 +1,4 @@
-"""Look inside a trained self-attention layer: maps, plots and gamma logs.
+"""Attention scores as spatial maps over the input and key/value grids.
 
 The layer's scores have shape `(batch, num_heads, N, M)`: `N` query
 positions numbered row-major over the input map and `M` key/value positions
@@ -7,8 +7,7 @@ smaller than the input map, and `M` alone does not say its shape, so the
 helpers here take the input spatial shape and `pool_size` (or the layer,
 which knows its `pool_size`).
 
-Plotting needs matplotlib (`pip install conv-self-attention[viz]`); it is
-imported only when a plot is drawn.
+The plots are in `conv_self_attention.visualize.plots`.
 """
 
 import math
@@ -157,114 +156,6 @@ def upsample_attention_map(attention_map, spatial_shape, pool_size=None):
     return attention_map
 
 
-def plot_attention_maps(
-    image,
-    scores,
-    queries,
-    spatial_shape=None,
-    pool_size=None,
-    *,
-    layer=None,
-    sample=0,
-    title=None,
-    cmap="magma",
-    alpha=0.65,
-):
-    """Draws, for each query, every head's attention map over the image.
-
-    One row per query. The first column shows the image with the query
-    marked; then one column per head shows the map (upsampled for pooled
-    keys, see `upsample_attention_map`) overlaid on the image, with a
-    colorbar of attention weights shared by the row. The image may be
-    larger than the layer's input map (an intermediate layer): maps and
-    markers are stretched onto the image.
-
-    Args:
-        image: `(height, width)`, `(height, width, 1)` or
-            `(height, width, 3)` array: the picture to draw on.
-        scores: `(batch, num_heads, N, M)` scores of a 2D layer.
-        queries: list of `(row, col)` positions on the layer's input map.
-        spatial_shape: `(rows, cols)` of the layer's input map. May be
-            omitted when `layer` was called on a symbolic input.
-        pool_size: the layer's `pool_size`. Taken from `layer` if given.
-        layer: optional self-attention layer that produced `scores`.
-        sample: which item of the batch to draw. Defaults to `0`.
-        title: figure title. Defaults to a description of the maps.
-        cmap: matplotlib colormap of the maps. Defaults to `"magma"`.
-        alpha: opacity of the maps over the image. Defaults to `0.65`.
-
-    Returns:
-        A `matplotlib.figure.Figure`.
-    """
-    import matplotlib.pyplot as plt
-
-    spatial_shape, pool_size = _resolve_grid(spatial_shape, pool_size, layer)
-    if len(spatial_shape) != 2:
-        raise ValueError(
-            "`plot_attention_maps` draws 2D maps only. Received: "
-            f"spatial_shape={spatial_shape}"
-        )
-    image = _as_image(image)
-    queries = [tuple(query) for query in queries]
-    if not queries:
-        raise ValueError("`queries` must name at least one position.")
-    maps = [
-        attention_maps(scores, spatial_shape, pool_size, query=query)[sample]
-        for query in queries
-    ]
-    heads = maps[0].shape[0]
-    figure, axes = plt.subplots(
-        len(queries),
-        heads + 1,
-        figsize=(2.6 * (heads + 1) + 0.8, 2.5 * len(queries)),
-        squeeze=False,
-        constrained_layout=True,
-    )
-    for row, (query, query_maps) in enumerate(zip(queries, maps, strict=True)):
-        upsampled = upsample_attention_map(query_maps, spatial_shape, pool_size)
-        _draw_query_row(
-            axes[row], image, query, upsampled, spatial_shape, cmap, alpha
-        )
-    if title is None:
-        title = (
-            f"Attention of {heads} head(s) on a {spatial_shape[0]}x"
-            f"{spatial_shape[1]} map (pool_size={pool_size})"
-        )
-    figure.suptitle(title)
-    return figure
-
-
-def _draw_query_row(axes, image, query, maps, spatial_shape, cmap, alpha):
-    """One row of `plot_attention_maps`: the image, then one map per head."""
-    height, width = image.shape[:2]
-    # Maps and markers live on the layer's grid; `extent` stretches them
-    # over the image's pixels, whatever its resolution.
-    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
-    marker_y = (query[0] + 0.5) * height / spatial_shape[0] - 0.5
-    marker_x = (query[1] + 0.5) * width / spatial_shape[1] - 0.5
-    image_kwargs = {"cmap": "gray", "extent": extent}
-    axes[0].imshow(image, **image_kwargs)
-    grid = "x".join(str(size) for size in spatial_shape)
-    axes[0].set_title(f"query {query} on the {grid} map", fontsize=10)
-    axes[0].set_ylabel("row")
-    # One color scale per row, spanning its maps: nearly uniform attention
-    # still shows its structure, and the colorbar gives the true values.
-    vmin, vmax = float(maps.min()), float(maps.max())
-    for head, axis in enumerate(axes[1:]):
-        axis.imshow(image, **image_kwargs)
-        artist = axis.imshow(
-            maps[head], cmap=cmap, alpha=alpha, vmin=vmin,
-            vmax=max(vmax, vmin + 1e-9), extent=extent,
-            interpolation="nearest",
-        )
-        axis.set_title(f"head {head}")
-    for axis in axes:
-        axis.plot(marker_x, marker_y, marker="x", color="cyan", ms=9, mew=2)
-        axis.set_xlabel("column")
-    colorbar = axes[0].figure.colorbar(artist, ax=list(axes[1:]), shrink=0.9)
-    colorbar.set_label("attention weight")
-
-
 def attention_scores_model(model, layer):
     """Builds a model from `model`'s inputs to `layer`'s attention scores.
 
@@ -303,79 +194,6 @@ def attention_scores_model(model, layer):
     return keras.Model(model.inputs, scores, name=f"{model.name}_scores")
 
 
-def attention_layers(model):
-    """Returns `(path, layer)` for every self-attention layer in `model`.
-
-    Nested models are searched too; `path` is the layer's name prefixed by
-    the names of the nested models that contain it, joined by `/`.
-    """
-    found = []
-    for layer in getattr(model, "layers", []):
-        if isinstance(layer, BaseSelfAttention):
-            found.append((layer.name, layer))
-        elif getattr(layer, "layers", None):
-            found.extend(
-                (f"{layer.name}/{path}", inner)
-                for path, inner in attention_layers(layer)
-            )
-    return found
-
-
-def gamma_values(model, prefix="gamma/"):
-    """Returns `{prefix + path: gamma}` for each self-attention layer.
-
-    `path` is as in `attention_layers`; values are python floats.
-    """
-    return {
-        f"{prefix}{path}": _scalar(layer.gamma)
-        for path, layer in attention_layers(model)
-        if layer.built
-    }
-
-
-def _scalar(variable):
-    return float(keras.ops.convert_to_numpy(variable.value))
-
-
-@keras.saving.register_keras_serializable(package="conv_self_attention")
-class GammaLogger(keras.callbacks.Callback):
-    """Adds each self-attention layer's `gamma` to the epoch logs.
-
-    `gamma` scales what attention adds to the layer's shortcut, and starts
-    at 0 in SAGAN: its value is the simplest sign of whether a model uses
-    attention at all. The values land in `History` (e.g.
-    `history.history["gamma/self_attention2d"]`) and, when this callback is
-    listed before `keras.callbacks.TensorBoard`, in TensorBoard.
-
-    Args:
-        prefix: prefix of the log keys. Defaults to `"gamma/"`.
-
-    Example:
-
-    ```python
-    history = model.fit(x, y, epochs=3, callbacks=[GammaLogger()])
-    print({k: v for k, v in history.history.items() if "gamma" in k})
-    ```
-    """
-
-    def __init__(self, prefix="gamma/"):
-        super().__init__()
-        if not isinstance(prefix, str):
-            raise TypeError(
-                f"`prefix` must be a string. Received: prefix={prefix!r}"
-            )
-        self.prefix = prefix
-
-    def on_epoch_end(self, epoch, logs=None):
-        # Keras hands the same dict to every callback, so writing into it
-        # is what makes the values reach History and TensorBoard.
-        if logs is not None:
-            logs.update(gamma_values(self.model, self.prefix))
-
-    def get_config(self):
-        return {"prefix": self.prefix}
-
-
 def _resolve_grid(spatial_shape, pool_size, layer):
     """Returns `(spatial_shape, pool_size)` from the arguments or `layer`."""
     if layer is not None:
@@ -411,22 +229,6 @@ def _layer_spatial_shape(layer):
         return None
     spatial = shape[1:-1] if layer.data_format == "channels_last" else shape[2:]
     return None if None in spatial else spatial
-
-
-def _as_image(image):
-    image = np.asarray(keras.ops.convert_to_numpy(image), dtype="float32")
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
-        raise ValueError(
-            "`image` must have shape (height, width), (height, width, 1) or "
-            f"(height, width, 3). Received: image.shape={image.shape}"
-        )
-    if image.ndim == 3:
-        # RGB needs [0, 1]; rescale whatever range the model used.
-        low, high = float(image.min()), float(image.max())
-        image = (image - low) / ((high - low) or 1.0)
-    return image
 
 
 def _int_tuple(name, value):
