@@ -223,3 +223,52 @@ def test_plot_attention_maps_rejects_bad_input():
         visualize.plot_attention_maps(
             np.zeros((2, 2)), np.zeros((1, 1, 4, 4)), [(0,)], (4,)
         )
+
+
+def test_plot_attention_statistics_draws_each_statistic_per_layer():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    history = {
+        "loss": [1.0, 0.5, 0.2],
+        "attention/outer/att/gamma": [0.0, float("nan"), 0.2],
+        "attention/outer/att/entropy": [1.0, float("nan"), 0.8],
+        "attention/outer/att/entropy/head_1": [1.0, float("nan"), 0.6],
+        "attention/top/entropy": [0.9, 0.9, 0.9],
+    }
+    figure = visualize.plot_attention_statistics(history, title="stats")
+    assert [axis.get_title() for axis in figure.axes] == ["gamma", "entropy"]
+    lines = {line.get_label(): line for line in figure.axes[1].lines}
+    assert set(lines) == {"outer/att", "outer/att head 1", "top"}
+    # The unmeasured (nan) epoch is left out.
+    np.testing.assert_array_equal(lines["outer/att"].get_xdata(), [1, 3])
+    np.testing.assert_array_equal(lines["outer/att"].get_ydata(), [1.0, 0.8])
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    with pytest.raises(ValueError, match="AttentionMonitor"):
+        visualize.plot_attention_statistics({"loss": [1.0]})
+
+
+def test_plot_attention_distance_against_uniform():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    layer = SelfAttention2D(pool_size=2)
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 8)).astype("float32")
+    layer.build(x.shape)
+    layer.query_projection.kernel.assign(
+        np.zeros(layer.query_projection.kernel.shape, "float32")
+    )
+    figure = visualize.plot_attention_distance(layer, x, bins=5)
+    axis = figure.axes[0]
+    trained, uniform = axis.patches
+    # A zero query kernel is uniform attention: the two curves coincide,
+    # and each distributes all of the attention mass.
+    np.testing.assert_allclose(trained.get_data().values,
+                               uniform.get_data().values, atol=1e-6)
+    assert trained.get_data().values.sum() == pytest.approx(1.0)
+    assert "16 queries" in axis.get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    with pytest.raises(ValueError, match="bins"):
+        visualize.plot_attention_distance(layer, x, bins=0)

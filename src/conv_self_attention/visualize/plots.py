@@ -175,7 +175,9 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
         constrained_layout=True,
     )
     for axis, name in zip(axes[0], names, strict=True):
-        for (path, head), values in sorted(lines[name].items()):
+        for (path, head), values in sorted(
+            lines[name].items(), key=lambda item: _line_order(*item[0])
+        ):
             values = np.asarray(values, dtype="float64")
             epochs = np.arange(1, len(values) + 1)
             shown = np.isfinite(values)
@@ -190,6 +192,11 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     axes[0][0].legend(fontsize=7)
     figure.suptitle(title or "Attention statistics per epoch")
     return figure
+
+
+def _line_order(path, head):
+    """Each layer's line, then its heads in order."""
+    return path, head is not None, int(head or 0)
 
 
 def _statistic_lines(series, prefix):
