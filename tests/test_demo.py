@@ -249,11 +249,11 @@ def test_quick_demo_writes_valid_results(tmp_path):
     assert "mean_distance" in result.stdout
 
     text = page.read_text()
-    assert text.count("data:image/png;base64,") == 16
+    assert text.count("data:image/png;base64,") == 17
     assert "Frechet distance" in text and "test accuracy" in text
 
     expected = [
-        "classifier_curves.png", "gan_losses.png",
+        "classifier_curves.png", "gan_losses.png", "gan_gamma.png",
         "attention_statistics_gan.png", "attention_distance_generator.png",
         "attention_distance_discriminator.png",
         "attention_statistics_classifier_first.png",

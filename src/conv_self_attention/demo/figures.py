@@ -57,6 +57,20 @@ def gan_losses(histories, path):
     return save(figure, path)
 
 
+def gamma_curves(series, path, title):
+    """Gamma per epoch, one line per attention layer."""
+    figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    for label, values in series.items():
+        epochs = np.arange(1, len(values) + 1)
+        axis.plot(epochs, values, marker="o", ms=3, label=label)
+    axis.axhline(0.0, color="gray", lw=0.8, ls="--")
+    axis.set_title(title)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("gamma (weight of the attention branch)")
+    axis.legend()
+    return save(figure, path)
+
+
 def classifier_curves(results, labels, path):
     """Held-out accuracy and gamma per epoch: mean over seeds, with range."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)

@@ -204,6 +204,14 @@ def _gan_figures(gans, dataset, output_dir):
         histories, os.path.join(output_dir, "gan_losses.png")
     )]
     run = first[True]
+    gammas = {
+        key.removeprefix("gamma/"): values
+        for key, values in run["history"].items() if key.startswith("gamma/")
+    }
+    files.append(figures.gamma_curves(
+        gammas, os.path.join(output_dir, "gan_gamma.png"),
+        f"SAGAN with attention, seed {run['seed']}: gamma per epoch",
+    ))
     files.append(figures.statistics_figure(
         run["history"],
         os.path.join(output_dir, "attention_statistics_gan.png"),
