@@ -260,5 +260,5 @@ def plot_attention_distance(layer, inputs, *, bins=20, sample_size=None,
     axis.set_ylabel("share of attention mass")
     axis.legend()
     axis.set_title(title or f"Attention distance of {layer.name!r} "
-                   f"({rows} queries)")
+                   f"({rows} queries)", fontsize=10)
     return figure
