@@ -47,8 +47,10 @@ def plan_query_sample(
 
     Example:
 
+    ```python
     >>> plan_query_sample(8, 2, 4096, 4096, max_logits=2**24)
     QueryPlan(num_sampled=256, examples_per_step=8, queries_per_step=256)
+    ```
     """
     for name, value in (("num_examples", num_examples),
                         ("num_heads", num_heads),

@@ -33,8 +33,10 @@ def query_index(position, spatial_shape):
 
     Example:
 
+    ```python
     >>> query_index((1, 2), (3, 4))
     6
+    ```
     """
     position = _int_tuple("position", position)
     spatial_shape = _int_tuple("spatial_shape", spatial_shape)
@@ -57,8 +59,10 @@ def query_position(index, spatial_shape):
 
     Example:
 
+    ```python
     >>> query_position(6, (3, 4))
     (1, 2)
+    ```
     """
     spatial_shape = _int_tuple("spatial_shape", spatial_shape)
     size = math.prod(spatial_shape)
@@ -92,9 +96,11 @@ def attention_maps(
 
     Example:
 
+    ```python
     >>> scores = np.full((1, 2, 16, 4), 0.25)  # 4x4 input, pool_size=2
     >>> attention_maps(scores, (4, 4), pool_size=2, query=(0, 3)).shape
     (1, 2, 2, 2)
+    ```
     """
     spatial_shape, pool_size = _resolve_grid(spatial_shape, pool_size, layer)
     grid = key_value_grid(spatial_shape, pool_size)
