@@ -1,0 +1,163 @@
+"""The chunked kernel keeps every block within the device budget at run
+time, also when the batch is unknown at trace time: a small budget is
+patched in, a large batch runs, and the blocks actually computed are read
+back (their logits' shapes), with `layer.last_kernel` and the results."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+from conv_self_attention import SelfAttention2D
+from conv_self_attention.kernels import chunked
+from tests.conftest import BACKEND
+from tests.conftest import to_numpy
+from tests.reference import reference_self_attention
+from tests.reference import relative_error
+
+# Logits per block: 128 queries x 256 keys x 2 heads of one image. The
+# smallest whole-batch block, 32 queries, fits for 4 images (what a batch
+# unknown at trace time once stood for), not for BATCH.
+BUDGET = 2**16
+BATCH = 24
+SHAPE = (16, 16, 8)
+CHUNK = BUDGET // (2 * 256)
+
+
+@pytest.fixture
+def small_budget(monkeypatch):
+    for name in ("CPU_BLOCK_ELEMENTS", "ACCELERATOR_BLOCK_ELEMENTS"):
+        monkeypatch.setattr(chunked, name, BUDGET)
+
+
+def record_blocks(monkeypatch):
+    """Shapes of the logits of every block the backend kernel computes."""
+    module = importlib.import_module(chunked._BACKEND_MODULES[BACKEND])
+    original = module._block_forward
+    shapes = []
+
+    def recorder(query, key, value):
+        keys = key.shape[-1] if BACKEND == "tensorflow" else key.shape[-2]
+        shapes.append((*query.shape[:-1], keys))
+        return original(query, key, value)
+
+    monkeypatch.setattr(module, "_block_forward", recorder)
+    return shapes
+
+
+def layers_and_inputs():
+    """A chunked layer, a dense one with the same weights, a large batch."""
+    chunked_layer, dense_layer = (
+        SelfAttention2D(
+            num_heads=2, gamma=1.0, attention_implementation=implementation
+        )
+        for implementation in ("chunked", "dense")
+    )
+    for layer in (chunked_layer, dense_layer):
+        layer.build((None, *SHAPE))
+    dense_layer.set_weights(chunked_layer.get_weights())
+    x = np.random.default_rng(0).normal(size=(BATCH, *SHAPE))
+    return chunked_layer, dense_layer, x.astype("float32")
+
+
+def check(layer, dense_outputs, outputs, shapes, x):
+    """One image per block, CHUNK queries, all of it within the budget."""
+    assert layer.last_kernel[:3] == ("chunked", CHUNK, True)
+    assert shapes and all(None not in shape for shape in shapes)
+    assert max(np.prod(shape) for shape in shapes) <= BUDGET
+    assert {shape[0] for shape in shapes} == {1}
+    expected, _ = reference_self_attention(layer, x)
+    assert relative_error(to_numpy(outputs[0]), expected) < 1e-5
+    # The outputs (and input gradients) of the dense kernel.
+    for got, want in zip(outputs, dense_outputs, strict=True):
+        assert relative_error(to_numpy(got), to_numpy(want)) < 1e-5
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TF tracing")
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_tensorflow_unknown_batch(small_budget, monkeypatch, jit_compile):
+    import tensorflow as tf
+
+    def outputs_and_input_gradient(layer):
+        @tf.function(
+            input_signature=[tf.TensorSpec((None, *SHAPE))],
+            jit_compile=jit_compile,
+        )
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+                loss = tf.reduce_sum(y * y)
+            return y, tape.gradient(loss, x)
+
+        return run
+
+    layer, dense_layer, x = layers_and_inputs()
+    shapes = record_blocks(monkeypatch)
+    outputs = outputs_and_input_gradient(layer)(x)
+    check(layer, outputs_and_input_gradient(dense_layer)(x), outputs, shapes, x)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX shape polymorphism")
+def test_jax_symbolic_batch(small_budget, monkeypatch):
+    import jax
+    from jax import export
+
+    def outputs_and_input_gradient(layer, symbolic):
+        def run(x):
+            def loss(x):
+                y = layer(x)
+                return (y * y).sum(), y
+
+            (_, y), grad = jax.value_and_grad(loss, has_aux=True)(x)
+            return y, grad
+
+        if not symbolic:
+            return jax.jit(run)
+        (batch,) = export.symbolic_shape("b")
+        spec = jax.ShapeDtypeStruct((batch, *SHAPE), "float32")
+        return export.export(jax.jit(run))(spec).call
+
+    layer, dense_layer, x = layers_and_inputs()
+    shapes = record_blocks(monkeypatch)
+    outputs = outputs_and_input_gradient(layer, symbolic=True)(x)
+    dense_outputs = outputs_and_input_gradient(dense_layer, False)(x)
+    check(layer, dense_outputs, outputs, shapes, x)
+
+
+def test_known_large_batch_goes_per_image(small_budget, monkeypatch):
+    """Even the smallest whole-batch block is over the budget here."""
+    layer, dense_layer, x = layers_and_inputs()
+    if BACKEND == "torch":
+        with TorchLogitsRecorder() as recorder:
+            outputs = [layer(x)]
+        shapes = recorder.shapes
+    else:
+        shapes = record_blocks(monkeypatch)
+        outputs = [layer(x)]
+    check(layer, [dense_layer(x)], outputs, shapes, x)
+
+
+def test_explicit_chunk_is_honoured_past_the_budget(small_budget):
+    layer = SelfAttention2D(attention_implementation="chunked", chunk_size=64)
+    layer(np.zeros((BATCH, *SHAPE), "float32"))
+    assert layer.last_kernel[:3] == ("chunked", 64, False)
+
+
+if BACKEND == "torch":
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class TorchLogitsRecorder(TorchFunctionMode):
+        """Shapes of the (rows x M) products of torch's chunked kernel:
+        every `torch.matmul` whose result has M columns."""
+
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.matmul and out.shape[-1] == SHAPE[0] * SHAPE[1]:
+                self.shapes.append(tuple(out.shape))
+            return out
