@@ -6,14 +6,14 @@ that run kernels compare the compute-dtype path with the float32 one on
 the CPU backends that can run it.
 """
 
+import re
+
 import keras
 import numpy as np
 import pytest
 
 from conv_self_attention import kernels
-from conv_self_attention.kernels import IMPLEMENTATIONS
 from conv_self_attention.kernels import auto
-from conv_self_attention.kernels import chunked
 from conv_self_attention.kernels import device
 from conv_self_attention.kernels import fused
 from tests.conftest import BACKEND
@@ -98,6 +98,46 @@ def test_cudnn_head_width_limit():
     # Too wide for cuDNN: JAX's float32 rule, which never materialises
     # N x M at this size.
     assert pick(compute_capability=A100, value_width=192) == "chunked"
+
+
+def _version(text):
+    """`"0.8.2"` or `"0.10.2.dev1"` to a tuple of its leading numbers."""
+    numbers = re.match(r"\d+(\.\d+)*", text).group(0)
+    return tuple(int(part) for part in numbers.split("."))
+
+
+@pytest.mark.once
+def test_cudnn_rule_is_that_of_the_jax_floor():
+    """`CUDNN_MAX_WIDTH` is JAX 0.8.2's rule: pyproject.toml must not allow
+    an older JAX (whose cuDNN took 256-wide heads on fewer stacks), and the
+    installed one must satisfy it. Blackwell follows Hopper there."""
+    import importlib.metadata
+    import pathlib
+    import tomllib
+
+    pyproject = pathlib.Path(__file__).parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"][
+        "optional-dependencies"
+    ]
+    (requirement,) = extras["jax"]
+    floor = _version(requirement.split(">=")[1])
+    assert floor == auto.CUDNN_RULE_SINCE_JAX
+    installed = _version(importlib.metadata.version("jax"))
+    assert installed >= floor
+
+    def width_limit(capability):
+        return max(
+            width
+            for width in (64, 128, 256, 512)
+            if auto.flash_eligible(
+                backend="jax", platform="gpu", compute_capability=capability,
+                dtype="bfloat16", key_width=8, value_width=width,
+            )
+        )
+
+    assert width_limit((8, 0)) == width_limit((8, 9)) == 128
+    for capability in ((9, 0), (10, 0), (10, 3), (12, 0)):
+        assert width_limit(capability) == 256
 
 
 @pytest.mark.once
@@ -189,14 +229,6 @@ def test_padded_width():
     assert fused.padded_width(1, 121) == 128
 
 
-def test_device_of_this_machine_is_cpu():
-    found = device.find_device(keras.ops.zeros((1, 2, 1, 3)))
-    assert found.platform == "cpu"
-    assert found.compute_capability is None
-    # NumPy inputs are where Keras puts them.
-    assert device.find_device(np.zeros((1, 2, 1, 3))).platform == "cpu"
-
-
 def _attention_inputs(seed=0):
     """q, k, v of one head whose logits are O(10), as in a trained layer,
     so the softmax is neither uniform nor one-hot."""
@@ -268,6 +300,7 @@ def test_torch_compute_dtype_path_in_float16():
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX on CPU")
 @pytest.mark.parametrize("implementation", ["fused", "auto"])
 def test_jax_cpu_float16_never_takes_the_compute_dtype_path(implementation):
+    """Pinned to the CPU, so it runs on GPU hosts too."""
     import jax
 
     inputs = _attention_inputs()
@@ -280,59 +313,25 @@ def test_jax_cpu_float16_never_takes_the_compute_dtype_path(implementation):
             query, key, value, scale=1.0, implementation=implementation
         )
 
-    out = jax.jit(run)(*inputs)
-    assert keras.backend.standardize_dtype(out.dtype) == "float16"
-    assert _relative_error(out, _reference(*inputs)) < 1e-2
-    # The path it must avoid does not compile here.
-    with pytest.raises(ValueError, match="F16_F16_F32"):
-        _fused("float16", True)(*inputs)
+    with jax.default_device(jax.devices("cpu")[0]):
+        out = jax.jit(run)(*inputs)
+        assert keras.backend.standardize_dtype(out.dtype) == "float16"
+        assert _relative_error(out, _reference(*inputs)) < 1e-2
+        # The path it must avoid does not compile here.
+        with pytest.raises(ValueError, match="F16_F16_F32"):
+            _fused("float16", True)(*inputs)
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX cuDNN")
-def test_jax_compute_dtype_path_on_gpu_raises_without_cudnn():
-    """No silent fallback to XLA's dense attention when cuDNN is missing."""
-    query, key, value = (
-        keras.ops.cast(x, "bfloat16") for x in _attention_inputs()
-    )
-    with pytest.raises(RuntimeError, match="cuDNN"):
-        fused.fused_attention(query, key, value, 1.0, True, "gpu")
-
-
-def _record_backend_calls(monkeypatch):
-    """Records the arguments after `scale` that each kernel actually gets."""
-    calls = []
-    for name in ("dense", "chunked", "fused"):
-        original = getattr(kernels, f"{name}_attention")
-
-        def recorder(*args, _name=name, _original=original):
-            calls.append((_name, args[4:]))
-            return _original(*args)
-
-        monkeypatch.setattr(kernels, f"{name}_attention", recorder)
-    return calls
-
-
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-def test_last_kernel_is_the_kernel_that_ran(monkeypatch, implementation):
-    from conv_self_attention import SelfAttention2D
-
-    x = np.random.default_rng(0).normal(size=(2, 6, 6, 16))
-    layer = SelfAttention2D(
-        num_heads=2, attention_implementation=implementation, chunk_size=8
-    )
-    assert layer.last_kernel is None
-    calls = _record_backend_calls(monkeypatch)
-    layer(x.astype("float32"))
-    kernel_call = layer.last_kernel
-    assert isinstance(kernel_call, kernels.KernelCall)
-    assert kernel_call.device == device.find_device(keras.ops.zeros((1,)))
-    assert [name for name, _ in calls] == [kernel_call.implementation]
-    if implementation != "auto":
-        assert kernel_call.implementation == implementation
-    if kernel_call.implementation == "chunked":
-        assert kernel_call[:3] == ("chunked", 8, False)
-        assert calls[0][1] == (chunked.BlockPlan(8, False),)
+def test_jax_compute_dtype_path_on_gpu_needs_cudnn():
+    """Runs where JAX has an NVIDIA GPU of compute capability 8.0+ (with
+    cuDNN); elsewhere raises rather than fall back to XLA's N x M path."""
+    inputs = _attention_inputs()
+    query, key, value = (keras.ops.cast(x, "bfloat16") for x in inputs)
+    found = device.find_device(query)
+    if found.platform == "gpu" and (found.compute_capability or ()) >= A100:
+        out = fused.fused_attention(query, key, value, 1.0, True, "gpu")
+        assert _relative_error(out, _reference(*inputs)) < 0.05
     else:
-        assert kernel_call.chunk_size is None
-    with pytest.raises(AttributeError):
-        layer.last_kernel = None
+        with pytest.raises(RuntimeError, match="cuDNN"):
+            fused.fused_attention(query, key, value, 1.0, True, "gpu")

@@ -178,13 +178,14 @@ def run_attention(
 
 def _flash_rejection(kernel_call, value, error):
     dtype = keras.backend.standardize_dtype(value.dtype)
-    reason = " ".join(str(error).split()) or type(error).__name__
+    reason = " ".join(str(error).split()).rstrip(".")
     return (
         f"The flash attention kernel of the `fused` implementation "
         f"({keras.backend.backend()}) rejected the inputs on device "
-        f"{kernel_call.device} in dtype {dtype}: {reason}. "
-        'Use attention_implementation="auto", which runs a kernel that '
-        "takes them, or another kernel explicitly."
+        f"{kernel_call.device} in dtype {dtype}: "
+        f"{reason or type(error).__name__}. Use "
+        'attention_implementation="auto", or "chunked" where "auto" chose '
+        "this kernel (a case its rule should not have allowed)."
     )
 
 

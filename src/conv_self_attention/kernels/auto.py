@@ -18,8 +18,9 @@ The rule, in order:
    batch x heads x N x M, are at most `GPU_DENSE_MAX_SCORES` (known
    sizes only); else torch `fused` (SDPA's memory-efficient kernel) and
    JAX `chunked` with GPU-sized blocks (`chunked.default_chunk_size`).
-5. Everything else (TensorFlow on a GPU, TPUs, other devices): `chunked`.
-   Nobody has measured these; `chunked` is exact and memory-bounded.
+5. Everything else (TensorFlow on a GPU, AMD GPUs under ROCm, TPUs,
+   other devices): `chunked`. Nobody has measured these; `chunked` is
+   exact and memory-bounded.
 
 CPU, attention core (batch 4, one head, q/k of 8 and v of 32 channels,
 fwd+bwd, best of 5-7 runs, each ratio measured in one process on a shared
@@ -79,9 +80,14 @@ _DEFAULT_CPU_DENSE_MAX_SCORES = 1024 * 1024
 # (torch and JAX): 1 GiB of float32 logits, 3-4 GiB measured working set.
 GPU_DENSE_MAX_SCORES = 2**28
 # Head widths (after padding) that the flash kernels accept: torch SDPA's
-# flash kernel up to 256; cuDNN (JAX) up to 128 before Hopper (9.0).
+# flash kernel up to 256; cuDNN (JAX) up to 128 before Hopper (9.0) and 256
+# from Hopper on (Blackwell, 10.x and 12.x, included). This is the rule of
+# JAX 0.8.2 and later, the floor in pyproject.toml: earlier JAX releases
+# allowed 256 on fewer stacks (0.4.31-0.4.38: never; 0.5-0.7: Hopper with
+# cuDNN 9.5+; 0.8.0-0.8.1: Hopper exactly).
 TORCH_FLASH_MAX_WIDTH = 256
 CUDNN_MAX_WIDTH = {(8, 0): 128, (9, 0): 256}
+CUDNN_RULE_SINCE_JAX = (0, 8, 2)
 FLASH_MIN_CAPABILITY = (8, 0)
 HALF_DTYPES = ("float16", "bfloat16")
 
@@ -100,7 +106,8 @@ def flash_eligible(
 
     Args:
         backend: `"tensorflow"`, `"jax"` or `"torch"`.
-        platform: `"cpu"`, `"gpu"`, `"tpu"` or another device name.
+        platform: `"cpu"`, `"gpu"` (NVIDIA), `"rocm"`, `"tpu"` or another
+            device name (`kernels.device`).
         compute_capability: `(major, minor)` of an NVIDIA GPU, else `None`.
         dtype: the compute dtype of q, k, v, as a string.
         key_width: per-head width of q and k.
@@ -146,7 +153,8 @@ def select_implementation(
 
     Args:
         backend: `"tensorflow"`, `"jax"` or `"torch"`.
-        platform: `"cpu"`, `"gpu"`, `"tpu"` or another device name.
+        platform: `"cpu"`, `"gpu"` (NVIDIA), `"rocm"`, `"tpu"` or another
+            device name (`kernels.device`).
         compute_capability: `(major, minor)` of an NVIDIA GPU, else `None`.
         dtype: the compute dtype of q, k, v, as a string.
         num_queries: N, the number of query positions, `None` when

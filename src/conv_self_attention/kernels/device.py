@@ -1,17 +1,23 @@
 """Where the attention runs: the one place that asks the backend.
 
-`find_device(tensor)` returns a `Device`: the platform (`"cpu"`, `"gpu"`,
-`"tpu"`, or another name for devices nobody has measured) and, for NVIDIA
+`find_device(tensor)` returns a `Device`: the platform and, for NVIDIA
 GPUs, the compute capability as a `(major, minor)` tuple. The `auto` rule
 and the kernels take this value as plain data, so they can be tested for a
-GPU on a machine without one.
+GPU on a machine without one. Platforms: `"cpu"`, `"gpu"` (NVIDIA CUDA),
+`"rocm"` (AMD GPUs), `"tpu"`, or another device name (`"mps"`, ...); only
+CPUs and NVIDIA GPUs have been measured.
 
-- torch: the tensor's own device (`cuda` is `"gpu"`, with its capability;
-  ROCm builds report no capability; `mps` and others keep their name).
-- JAX: the default backend, where jitted code runs (a traced array has no
-  device to ask).
-- TensorFlow: `"gpu"` when a logical GPU is visible, `"tpu"` likewise,
-  else `"cpu"`.
+The device is the one the computation runs on, not the machine's first:
+
+- torch: the tensor's own device (`cuda` is `"gpu"` with its capability,
+  or `"rocm"` on a ROCm build; `mps` and others keep their name).
+- JAX: a concrete array's device; when traced (a tracer has none), the
+  first device of the active Keras distribution, else the device set by
+  `jax.default_device`, else the first device of the default backend.
+- TensorFlow: the device the tensor was placed on or asked for (eager
+  tensors know it; traced ones carry their `tf.device` scope), else the
+  scope around the traced function, else TensorFlow's own choice: the
+  first GPU when one is visible, a TPU likewise, else the CPU.
 """
 
 import collections
@@ -30,18 +36,35 @@ def find_device(tensor):
     if backend == "torch":
         return _torch_device(_torch_tensor(tensor).device)
     if backend == "jax":
-        return _jax_device()
+        return _jax_device(tensor)
     if backend == "tensorflow":
-        return _tensorflow_device()
+        return _tensorflow_device(tensor)
     return CPU
 
 
-def _parse_capability(text):
+def parse_capability(text):
     """`"9.0"` to `(9, 0)`; anything else (a ROCm arch name) to `None`."""
     try:
         return tuple(int(part) for part in str(text).split("."))
     except ValueError:
         return None
+
+
+def parse_device_name(name):
+    """`(platform, index)` of a device name, `(None, 0)` for `""`.
+
+    Takes Keras' `"gpu:0"`, torch's `"cuda:1"` and TensorFlow's
+    `"/job:localhost/replica:0/task:0/device:GPU:0"` or `"/GPU:1"`.
+    """
+    name = str(name).rsplit("/", 1)[-1]
+    if name.startswith("device:"):
+        name = name[len("device:") :]
+    if not name:
+        return None, 0
+    kind, _, index = name.partition(":")
+    kind = kind.lower()
+    kind = "gpu" if kind == "cuda" else kind
+    return kind, int(index) if index.isdigit() else 0
 
 
 def _torch_tensor(tensor):
@@ -59,8 +82,8 @@ def _torch_device(device):
     if device.type != "cuda":
         return Device(device.type, None)
     if torch.version.hip is not None:
-        return Device("gpu", None)
-    return Device("gpu", _torch_capability(device.index))
+        return Device("rocm", None)
+    return Device("gpu", _torch_capability(device.index or 0))
 
 
 @functools.cache
@@ -70,35 +93,79 @@ def _torch_capability(index):
     return tuple(torch.cuda.get_device_capability(index))
 
 
-@functools.cache
-def _jax_device():
+def _jax_device(tensor):
     import jax
 
-    platform = jax.default_backend()
-    if platform != "gpu":
+    if isinstance(tensor, jax.Array) and not isinstance(
+        tensor, jax.core.Tracer
+    ):
+        return _from_jax_device(next(iter(tensor.devices())))
+    distribution = keras.distribution.distribution()
+    if distribution is not None:
+        first = distribution.device_mesh.devices.flat[0]
+        if not isinstance(first, str):
+            return _from_jax_device(first)
+        platform, index = parse_device_name(first)
+        return _from_jax_device(jax.devices(platform)[index])
+    default = jax.config.jax_default_device
+    if isinstance(default, str):
+        default = jax.devices(default)[0]
+    if default is not None:
+        return _from_jax_device(default)
+    return _from_jax_device(jax.devices()[0])
+
+
+def _from_jax_device(device):
+    platform = device.platform
+    if platform not in ("gpu", "cuda", "rocm"):
         return Device(platform, None)
-    device = jax.devices()[0]
+    version = str(getattr(device.client, "platform_version", "")).lower()
+    if platform == "rocm" or "rocm" in version:
+        return Device("rocm", None)
     capability = getattr(device, "compute_capability", None)
-    return Device("gpu", _parse_capability(capability))
+    return Device("gpu", parse_capability(capability))
 
 
-def _tensorflow_device():
+def _tensorflow_device(tensor):
     import tensorflow as tf
 
-    if tf.config.list_logical_devices("GPU"):
-        return Device("gpu", _tensorflow_capability())
-    if tf.config.list_logical_devices("TPU"):
-        return Device("tpu", None)
-    return CPU
+    # NumPy arrays have a `device` too ("cpu"), but TF places them itself.
+    name = tensor.device if tf.is_tensor(tensor) else ""
+    name = name or _tensorflow_scope()
+    platform, index = parse_device_name(name)
+    if platform is None:
+        if tf.config.list_logical_devices("GPU"):
+            platform = "gpu"
+        elif tf.config.list_logical_devices("TPU"):
+            platform = "tpu"
+        else:
+            return CPU
+    if platform == "gpu":
+        return Device("gpu", _tensorflow_capability(index))
+    return Device(platform, None)
+
+
+def _tensorflow_scope():
+    """The `tf.device` scope of the eager context, which a `tf.function`
+    traced inside it runs under though its ops carry no device. TF has no
+    public reader for it: this one private attribute, read defensively."""
+    try:
+        from tensorflow.python.eager import context
+
+        return context.context().device_name or ""
+    except (ImportError, AttributeError):
+        return ""
 
 
 @functools.cache
-def _tensorflow_capability():
+def _tensorflow_capability(index):
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return None
-    details = tf.config.experimental.get_device_details(gpus[0])
+    details = tf.config.experimental.get_device_details(
+        gpus[min(index, len(gpus) - 1)]
+    )
     capability = details.get("compute_capability")
     return None if capability is None else tuple(capability)
