@@ -302,6 +302,13 @@ def test_reference_has_an_anchor_and_every_argument_per_name(site):
         assert f'id="{dotted}"' in html, dotted
         expected = signature_parameters(resolve(dotted))
         assert documented_parameters(html, dotted) == expected, dotted
+        # The public methods the page shows document theirs too.
+        for member in re.findall(rf'id="{re.escape(dotted)}\.(\w+)"', html):
+            method = getattr(resolve(dotted), member)
+            if inspect.isfunction(method):
+                expected = signature_parameters(method)
+                documented = documented_parameters(html, f"{dotted}.{member}")
+                assert documented == expected, f"{dotted}.{member}"
 
 
 @pytest.mark.once
