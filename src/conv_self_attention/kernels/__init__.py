@@ -69,7 +69,7 @@ KernelCall = collections.namedtuple(
 )
 KernelCall.__doc__ = """Which kernel an attention call runs, and how.
 
-Fields:
+Attributes:
     implementation: the concrete kernel, `"dense"`, `"chunked"` or
         `"fused"` (never `"auto"`).
     chunk_size: query positions per block of the chunked kernel (a Python
