@@ -138,10 +138,32 @@ def test_known_large_batch_goes_per_image(small_budget, monkeypatch):
     check(layer, [dense_layer(x)], outputs, shapes, x)
 
 
-def test_explicit_chunk_is_honoured_past_the_budget(small_budget):
+def test_explicit_chunk_is_honoured_past_the_budget(small_budget, monkeypatch):
+    """Compiled where the backend compiles (TF: `jit_compile`, batch
+    unknown, so one image per block; JAX: `jax.jit`)."""
     layer = SelfAttention2D(attention_implementation="chunked", chunk_size=64)
-    layer(np.zeros((BATCH, *SHAPE), "float32"))
-    assert layer.last_kernel[:3] == ("chunked", 64, False)
+    x = np.zeros((BATCH, *SHAPE), "float32")
+    layer.build(x.shape)
+    if BACKEND == "torch":
+        with TorchLogitsRecorder() as recorder:
+            layer(x)
+        shapes, per_image = recorder.shapes, False
+    else:
+        shapes = record_blocks(monkeypatch)
+        if BACKEND == "tensorflow":
+            import tensorflow as tf
+
+            spec = [tf.TensorSpec((None, *SHAPE))]
+            tf.function(layer, input_signature=spec, jit_compile=True)(x)
+            per_image = True
+        else:
+            import jax
+
+            jax.jit(layer)(x)
+            per_image = False
+    assert layer.last_kernel[:3] == ("chunked", 64, per_image)
+    images = 1 if per_image else BATCH
+    assert set(shapes) == {(images, 1, 64, SHAPE[0] * SHAPE[1])}
 
 
 if BACKEND == "torch":

@@ -17,7 +17,7 @@ The rule, in order:
 4. GPU, torch or JAX: `dense` while the whole batch's float32 logits,
    batch x heads x N x M, are at most `GPU_DENSE_MAX_SCORES` (known
    sizes only); else torch `fused` (SDPA's memory-efficient kernel) and
-   JAX `chunked` with GPU-sized blocks (`chunked.default_chunk_size`).
+   JAX `chunked` with GPU-sized blocks (`chunked.plan_blocks`).
 5. Everything else (TensorFlow on a GPU, AMD GPUs under ROCm, TPUs,
    other devices): `chunked`. Nobody has measured these; `chunked` is
    exact and memory-bounded.

@@ -80,8 +80,9 @@ class BaseSelfAttention(keras.layers.Layer):
             under float16/bfloat16, `"fused"` runs the backend's flash
             kernel in the compute dtype; elsewhere it computes in float32.
         chunk_size: query positions per block of the chunked kernel.
-            Defaults to `None`: sized for the device (a CPU cache, or
-            about 2**27 logits per block on a GPU).
+            Defaults to `None`: blocks within a device budget for any batch
+            (2**21 logits on a CPU, 2**27 on a GPU; `plan_blocks` in
+            `kernels.chunked`). An explicit value is honoured past it.
         kernel_initializer: initializer of the 1x1 convolution kernels.
             Defaults to `"glorot_uniform"`.
         kernel_regularizer: regularizer of the kernels. Defaults to `None`.
