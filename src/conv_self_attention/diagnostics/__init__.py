@@ -10,6 +10,7 @@ from conv_self_attention.diagnostics.callbacks import AttentionMonitor
 from conv_self_attention.diagnostics.callbacks import GammaLogger
 from conv_self_attention.diagnostics.callbacks import flat_statistics
 from conv_self_attention.diagnostics.callbacks import gamma_values
+from conv_self_attention.diagnostics.reaching import attention_layers
 from conv_self_attention.diagnostics.sampling import MAX_LOGITS
 from conv_self_attention.diagnostics.sampling import QueryPlan
 from conv_self_attention.diagnostics.sampling import key_coordinates
@@ -18,7 +19,6 @@ from conv_self_attention.diagnostics.sampling import query_coordinates
 from conv_self_attention.diagnostics.sampling import sample_query_indices
 from conv_self_attention.diagnostics.statistics import STATISTICS
 from conv_self_attention.diagnostics.statistics import attention_distances
-from conv_self_attention.diagnostics.statistics import attention_layers
 from conv_self_attention.diagnostics.statistics import attention_statistics
 
 __all__ = [

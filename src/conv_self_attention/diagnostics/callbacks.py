@@ -5,8 +5,8 @@ import math
 import keras
 from keras import ops
 
+from conv_self_attention.diagnostics.reaching import attention_layers
 from conv_self_attention.diagnostics.sampling import check_positive_int
-from conv_self_attention.diagnostics.statistics import attention_layers
 from conv_self_attention.diagnostics.statistics import attention_statistics
 
 

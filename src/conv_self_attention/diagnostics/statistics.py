@@ -28,38 +28,19 @@ query positions (`plan_query_sample`, `sample_query_indices`).
 
 import math
 
-import keras
 import numpy as np
 from keras import ops
 
+from conv_self_attention.diagnostics.reaching import inputs_per_layer
 from conv_self_attention.diagnostics.sampling import MAX_LOGITS
 from conv_self_attention.diagnostics.sampling import check_positive_int
 from conv_self_attention.diagnostics.sampling import key_coordinates
 from conv_self_attention.diagnostics.sampling import plan_query_sample
 from conv_self_attention.diagnostics.sampling import query_coordinates
 from conv_self_attention.diagnostics.sampling import sample_query_indices
-from conv_self_attention.layers import BaseSelfAttention
 
 STATISTICS = ("gamma", "contribution", "entropy", "mean_distance",
               "local_mass")
-
-
-def attention_layers(model):
-    """Returns `(path, layer)` for every self-attention layer in `model`.
-
-    Nested models are searched too; `path` is the layer's name prefixed by
-    the names of the nested models that contain it, joined by `/`.
-    """
-    found = []
-    for layer in getattr(model, "layers", []):
-        if isinstance(layer, BaseSelfAttention):
-            found.append((layer.name, layer))
-        elif getattr(layer, "layers", None):
-            found.extend(
-                (f"{layer.name}/{path}", inner)
-                for path, inner in attention_layers(layer)
-            )
-    return found
 
 
 def attention_statistics(
@@ -108,7 +89,7 @@ def attention_statistics(
                "seed": seed, "max_logits": max_logits}
     return {
         path: _layer_statistics(layer, layer_inputs, **options)
-        for path, layer, layer_inputs in _inputs_per_layer(
+        for path, layer, layer_inputs in inputs_per_layer(
             model_or_layer, inputs
         )
     }
@@ -131,7 +112,7 @@ def attention_distances(layer, inputs, *, sample_size=None, seed=0,
         the attention weight averaged over examples and heads (rows sum
         to 1). Uniform attention would give every key `1 / M`.
     """
-    (_, layer, layer_inputs), = _inputs_per_layer(layer, inputs)
+    (_, layer, layer_inputs), = inputs_per_layer(layer, inputs)
     result = _run(layer, layer_inputs, sample_size, seed, max_logits,
                   collect_weights=True)
     return result["distances"], result["weights"]
@@ -259,142 +240,3 @@ def _spatial_shape(layer, shape):
     if layer.data_format == "channels_last":
         return tuple(shape[1:-1])
     return tuple(shape[2:])
-
-
-def _inputs_per_layer(model_or_layer, inputs):
-    """`[(path, layer, numpy inputs of the layer)]` for every layer."""
-    if isinstance(model_or_layer, BaseSelfAttention):
-        layer = model_or_layer
-        inputs = _layer_batch(layer, inputs)
-        if not layer.built:
-            layer.build(inputs.shape)
-        return [(layer.name, layer, inputs)]
-    if not isinstance(model_or_layer, keras.Model):
-        raise ValueError(
-            "`model_or_layer` must be a keras.Model or a self-attention "
-            f"layer. Received: model_or_layer={model_or_layer!r}"
-        )
-    found = _model_inputs_per_layer(model_or_layer, inputs, prefix="")
-    if not found:
-        raise ValueError(
-            "`model_or_layer` contains no self-attention layer. Received: "
-            f"model_or_layer={model_or_layer.name!r}"
-        )
-    return found
-
-
-def _model_inputs_per_layer(model, inputs, prefix):
-    """Runs `model` up to each attention layer; recurses into nested ones."""
-    targets = [
-        layer for layer in model.layers
-        if isinstance(layer, BaseSelfAttention)
-        or (getattr(layer, "layers", None) and attention_layers(layer))
-    ]
-    if not targets:
-        return []
-    symbolic = _symbolic_inputs(model)
-    _check_model_inputs(model, symbolic, inputs)
-    reaching = keras.Model(
-        symbolic, [_input_in_graph(model, layer) for layer in targets]
-    )
-    found = []
-    arrays = _call_in_batches(reaching, inputs)
-    for layer, array in zip(targets, arrays, strict=True):
-        if isinstance(layer, BaseSelfAttention):
-            found.append((prefix + layer.name, layer, array))
-        else:
-            found.extend(_model_inputs_per_layer(
-                layer, array, f"{prefix}{layer.name}/"
-            ))
-    return found
-
-
-def _input_in_graph(model, layer):
-    """The symbolic input of `layer`'s call inside `model`'s graph.
-
-    `layer.input` is the input of the layer's first call, which for a
-    nested functional model is its own construction, not its call in
-    `model`. Keras has no public accessor for the other calls, so this
-    reads the nodes the same way Keras' own functional serialization does.
-    """
-    # A Sequential model keeps its graph in a functional model.
-    nodes = getattr(getattr(model, "_functional", model), "_nodes", ())
-    for index, node in enumerate(layer._inbound_nodes):
-        if f"{id(layer)}_ib-{index}" in nodes:
-            tensors = node.input_tensors
-            return tensors[0] if len(tensors) == 1 else tensors
-    return layer.input
-
-
-def _symbolic_inputs(model):
-    # `input` keeps the structure a functional model was built with (one
-    # tensor, a list or a dict): the structure callers pass. A Sequential
-    # model has only `inputs`; a subclassed model has neither.
-    symbolic = getattr(model, "input", None) if hasattr(
-        model, "_inputs_struct") else getattr(model, "inputs", None)
-    if isinstance(symbolic, list) and len(symbolic) == 1:
-        symbolic = symbolic[0]
-    if symbolic is None or symbolic == []:
-        raise ValueError(
-            "`model_or_layer` must be a functional or Sequential model "
-            "with known inputs. For a subclassed model, pass the "
-            "self-attention layer and the inputs that reach it. Received: "
-            f"model_or_layer={model.name!r}"
-        )
-    return symbolic
-
-
-def _check_model_inputs(model, symbolic, inputs):
-    expected = keras.tree.flatten(symbolic)
-    received = keras.tree.flatten(inputs)
-    shapes = [tuple(getattr(x, "shape", np.shape(x))) for x in received]
-    fits = len(expected) == len(received) and all(
-        len(shape) == len(tensor.shape)
-        and all(e is None or e == r for e, r in zip(
-            tensor.shape, shape, strict=True))
-        for tensor, shape in zip(expected, shapes, strict=True)
-    )
-    if not fits:
-        wanted = [tuple(tensor.shape) for tensor in expected]
-        raise ValueError(
-            f"`inputs` must match the inputs of model {model.name!r}, "
-            f"shaped {wanted}. Received: inputs shapes {shapes}"
-        )
-
-
-def _call_in_batches(model, inputs, batch_size=128):
-    """`model(inputs)` as a list of NumPy arrays, in batches."""
-    total = keras.tree.flatten(inputs)[0].shape[0]
-    pieces = []
-    for start in range(0, total, batch_size):
-        batch = keras.tree.map_structure(
-            lambda x, start=start: x[start : start + batch_size], inputs
-        )
-        outputs = model(batch, training=False)
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]  # Keras unwraps a list of one output.
-        pieces.append([ops.convert_to_numpy(x) for x in outputs])
-    return [np.concatenate(arrays) for arrays in zip(*pieces, strict=True)]
-
-
-def _layer_batch(layer, inputs):
-    """Checks that `inputs` fit `layer`; returns them as an array."""
-    if not hasattr(inputs, "shape"):
-        inputs = np.asarray(inputs)
-    shape = tuple(inputs.shape)
-    try:
-        layer._check_input_shape(shape)
-        if layer.built:
-            channels = layer.input_spec.axes[layer._channel_axis]
-            if shape[layer._channel_axis] != channels:
-                raise ValueError(
-                    f"the layer was built for {channels} channels. "
-                    f"Received: input_shape={shape}"
-                )
-    except ValueError as error:
-        raise ValueError(
-            f"`inputs` do not fit layer {layer.name!r}: {error}"
-        ) from None
-    if shape[0] == 0:
-        raise ValueError("`inputs` must hold at least one example.")
-    return inputs
