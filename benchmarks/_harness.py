@@ -19,10 +19,12 @@ import numpy as np
 IMPLEMENTATIONS = ("auto", "dense", "chunked", "fused")
 
 
-def build_case(case, channels):
+def build_case(case, channels, gamma=0.1):
     """The layer benchmarked as `case` (`naive`, `mha`, or one of
     `IMPLEMENTATIONS`) for maps of `channels` channels: q/k `channels // 8`
-    and v `channels // 2` wide, in the current global dtype policy."""
+    and v `channels // 2` wide, in the current global dtype policy.
+    `gamma` (the attention term's initial weight; not used by `mha`)
+    changes no timing."""
     import baselines
 
     from conv_self_attention import SelfAttention2D
@@ -32,11 +34,13 @@ def build_case(case, channels):
         return SelfAttention2D(
             key_channels=key_channels,
             value_channels=value_channels,
-            gamma=0.1,
+            gamma=gamma,
             attention_implementation=case,
         )
     if case == "naive":
-        return baselines.NaiveSelfAttention2D(key_channels, value_channels)
+        return baselines.NaiveSelfAttention2D(
+            key_channels, value_channels, gamma=gamma
+        )
     if case == "mha":
         return baselines.MultiHeadSpatialAttention(key_channels, value_channels)
     raise ValueError(f"Unknown case: {case!r}")

@@ -1,7 +1,10 @@
-"""Markdown table and target checks for `benchmarks/gpu.py` results."""
+"""Console lines, Markdown tables, target and check verdicts for
+`benchmarks/gpu.py` results."""
 
+import json
 import math
 
+import gpu_check
 from report import ratio
 
 GIB = 2**30
@@ -55,9 +58,47 @@ def _cell(record):
         return record["status"].upper()
     memory = gibibytes(record)
     memory = "—" if memory is None else f"{memory:.2f}"
-    picks = record.get("auto_picks")
-    picks = f" ({picks})" if picks else ""
-    return f"{record['median_ms']:.4g} / {memory}{picks}"
+    kernel = gpu_check.kernel_name(record.get("kernel"))
+    kernel = f" ({kernel})" if kernel else ""
+    failed = " FAIL" if record.get("verdict") == "FAIL" else ""
+    return f"{record['median_ms']:.4g} / {memory}{kernel}{failed}"
+
+
+def describe(record):
+    """The console line of one worker record: a case's time, memory,
+    kernel, error and verdict (FAIL with its reasons), else the JSON."""
+    if record["kind"] != "case":
+        return json.dumps(record)
+    label = (f"{record['size']}x{record['size']} b{record['batch']} "
+             f"C{record['channels']} {record['policy']:14s} "
+             f"{record['case']:8s}")
+    if record["status"] != "ok":
+        return f"{label} {record['status']}: {record['error'][:100]}"
+    memory = record["working_bytes"]
+    memory = "—" if memory is None else f"{memory / GIB:.3f} GiB"
+    line = (f"{label} {record['median_ms']:9.2f} ms  {memory}  "
+            f"{gpu_check.kernel_name(record['kernel']) or '-':14s} "
+            f"err {record['relative_error']:.2e}  {record['verdict']}")
+    if record["problems"]:
+        line += ": " + "; ".join(record["problems"])
+    return line
+
+
+def failed_checks(result):
+    """The measured cases whose check printed FAIL."""
+    return [r for r in result["records"] if r.get("verdict") == "FAIL"]
+
+
+def check_lines(result):
+    """How many cases were checked, and one line per FAIL."""
+    checked = [r for r in result["records"] if "verdict" in r]
+    failed = failed_checks(result)
+    lines = [f"- {len(checked)} cases checked, {len(failed)} FAIL."]
+    for record in failed:
+        shape = (record["size"], record["batch"], record["channels"])
+        lines.append(f"- FAIL {_shape_name(shape)} {record['policy']} "
+                     f"{record['case']}: " + "; ".join(record["problems"]))
+    return lines
 
 
 def _shape_name(shape):
@@ -178,7 +219,9 @@ def header_lines(result):
         f"{device.get('float32_matmul', 'default')}). Cells: median "
         f"fwd+bwd ms over up to {steps} synchronised steps after warm-up / "
         f"working memory GiB ({MEMORY_METHODS[backend]}); OOM: out of "
-        "memory; (name): the kernel `auto` ran. `auto/naive`: time ratio."
+        "memory; (name): the kernel the layer ran, [block size]; FAIL: a "
+        "wrong kernel or an output error above the case's tolerance "
+        "(Checks). `auto/naive`: time ratio."
     )
     if device.get("float32_matmul_note"):
         text += " Note: " + device["float32_matmul_note"] + "."
@@ -212,6 +255,10 @@ def markdown(result):
     """The whole Markdown report of one backend's result."""
     found = result.get("targets") or targets(result)
     lines = header_lines(result) + table_lines(result)
+    lines += ["", "Checks (kernel ran; output error against a float32 "
+              "reference of the same case, relative to the attention term):",
+              ""]
+    lines += check_lines(result)
     lines += ["", "Targets (issue 9):", ""]
     lines += [target_line(target) for target in found]
     problems = problem_lines(result)

@@ -1,5 +1,6 @@
-"""The GPU benchmark (`benchmarks/gpu.py`): its pure parts, and its CPU
-smoke mode run once per installed backend, in subprocesses."""
+"""The GPU benchmark (`benchmarks/gpu*.py`): its pure parts, its checker
+(a wrong kernel or a wrong output prints FAIL), its CPU smoke mode run
+once per installed backend in subprocesses, and `benchmarks/run_gpu.sh`."""
 
 import importlib.util
 import json
@@ -8,26 +9,34 @@ import pathlib
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
+from reference import reference_self_attention
+
+from tests.conftest import BACKEND
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import gpu  # noqa: E402
+import gpu_cases  # noqa: E402
+import gpu_check  # noqa: E402
+import gpu_device  # noqa: E402
+import gpu_measure  # noqa: E402
 import gpu_report  # noqa: E402
 
 pytestmark = pytest.mark.once
 
-INSTALLED = [b for b in gpu.BACKENDS if importlib.util.find_spec(b)]
+INSTALLED = [b for b in gpu_cases.BACKENDS if importlib.util.find_spec(b)]
 # Every case on JAX; naive and auto elsewhere keep the test near a minute.
 FULL_BACKEND = "jax"
 
 
 def _implementations(backend):
     if backend == FULL_BACKEND:
-        return list(gpu.IMPLEMENTATIONS)
-    return list(gpu.TARGET_CASES)
+        return list(gpu_cases.IMPLEMENTATIONS)
+    return list(gpu_cases.TARGET_CASES)
 
 
 def _record(shape, policy, case, ms=1.0, memory=2**30 // 10, status="ok"):
@@ -47,50 +56,55 @@ def _result(backend, records, shapes=((32, 32, 256), (128, 8, 64),
     return {
         "backend": backend,
         "arguments": {"shapes": [list(s) for s in shapes],
-                      "policies": list(gpu.POLICIES), "steps": 10},
+                      "policies": list(gpu_cases.POLICIES), "steps": 10},
         "records": records,
     }
 
 
 def test_slugify_names_devices_for_file_names():
-    assert gpu.slugify("NVIDIA H200") == "nvidia-h200"
-    assert gpu.slugify("NVIDIA A100-SXM4-80GB") == "nvidia-a100-sxm4-80gb"
-    assert gpu.slugify("cpu") == "cpu"
-    assert gpu.slugify("  ") == "unknown"
+    assert gpu_device.slugify("NVIDIA H200") == "nvidia-h200"
+    assert gpu_device.slugify("NVIDIA A100-SXM4-80GB") == (
+        "nvidia-a100-sxm4-80gb"
+    )
+    assert gpu_device.slugify("cpu") == "cpu"
+    assert gpu_device.slugify("  ") == "unknown"
 
 
 def test_plan_runs_the_target_cases_first():
     shapes = [(8, 1, 8), (16, 1, 8)]
-    planned = list(gpu.plan(shapes, ["float32"], list(gpu.IMPLEMENTATIONS)))
+    planned = list(gpu_cases.plan(shapes, ["float32"],
+                                  list(gpu_cases.IMPLEMENTATIONS)))
     cases = [case for _, _, case in planned]
-    assert len(planned) == 2 * len(gpu.IMPLEMENTATIONS)
+    assert len(planned) == 2 * len(gpu_cases.IMPLEMENTATIONS)
     assert set(cases[:4]) == {"naive", "auto"}
     assert "naive" not in cases[4:] and "auto" not in cases[4:]
 
 
 def test_slow_cases_get_fewer_timed_steps():
     spec = {"steps": 10, "max_case_seconds": 15.0}
-    assert gpu.timed_steps(spec, 0.01) == 10
-    assert gpu.timed_steps(spec, 3.0) == 5
-    assert gpu.timed_steps(spec, 60.0) == 3
+    assert gpu_measure.timed_steps(spec, 0.01) == 10
+    assert gpu_measure.timed_steps(spec, 3.0) == 5
+    assert gpu_measure.timed_steps(spec, 60.0) == 3
 
 
 def test_out_of_memory_is_recognised_in_each_backends_words():
-    assert gpu.is_oom(RuntimeError("CUDA out of memory. Tried to allocate"))
-    assert gpu.is_oom(ValueError("RESOURCE_EXHAUSTED: Out of memory"))
-    assert gpu.is_oom(ValueError("OOM when allocating tensor"))
-    assert not gpu.is_oom(ValueError("shapes do not match"))
+    assert gpu_measure.is_oom(RuntimeError("CUDA out of memory. Tried to"))
+    assert gpu_measure.is_oom(ValueError("RESOURCE_EXHAUSTED: Out of memory"))
+    assert gpu_measure.is_oom(ValueError("OOM when allocating tensor"))
+    assert not gpu_measure.is_oom(ValueError("shapes do not match"))
 
 
 def test_error_traces_keep_no_machine_folders():
     trace = 'File "/home/someone/site/keras/src/ops/nn.py", line 3'
-    assert gpu.without_folders(trace) == 'File ".../src/ops/nn.py", line 3'
+    assert gpu_measure.without_folders(trace) == (
+        'File ".../src/ops/nn.py", line 3'
+    )
 
 
 def test_targets_pass_fail_and_naive_out_of_memory():
     small, large, largest = (32, 32, 256), (128, 8, 64), (256, 2, 64)
     records = []
-    for policy in gpu.POLICIES:
+    for policy in gpu_cases.POLICIES:
         records += [_record(small, policy, "naive", 10.0),
                     _record(small, policy, "auto", 11.5)]
         records += [_record(large, policy, "naive", 20.0),
@@ -127,6 +141,133 @@ def test_table_shows_out_of_memory_and_ratio():
     assert "| OOM |" in row[0] and row[0].endswith("| 0.50x |")
 
 
+CPU = {"name": "cpu", "gpu": False}
+H200 = {"name": "NVIDIA H200", "gpu": True, "compute_capability": "9.0",
+        "float32_matmul": "float32", "float32_cudnn": "TF32"}
+SMALL = (8, 2, 32)
+
+
+def _built(case, policy="float32", shape=SMALL):
+    """A benchmark case's layer, called once, and its input (conftest
+    resets the global policy after the test)."""
+    keras.config.set_dtype_policy(policy)
+    layer, inputs = gpu_cases.build(case, shape)
+    layer(inputs)
+    return layer, inputs
+
+
+def _checked(layer, inputs, kernel, case, policy="float32"):
+    """The record the worker would write for this check."""
+    size, batch, channels = SMALL
+    return {"kind": "case", "size": size, "batch": batch,
+            "channels": channels, "policy": policy, "case": case,
+            "status": "ok", "median_ms": 1.0, "working_bytes": None,
+            **gpu_check.check_case(layer, inputs, kernel, case, BACKEND,
+                                   CPU, SMALL, policy)}
+
+
+def test_reference_rows_match_the_suites_reference():
+    layer, inputs = _built("dense")
+    expected, _ = reference_self_attention(layer, inputs)
+    queries = gpu_check.sample_queries(64, count=10)
+    assert len(set(queries)) == 10
+    rows = gpu_check.reference_rows(
+        gpu_check.attention_weights(layer), inputs, queries
+    )
+    np.testing.assert_allclose(
+        rows, expected.reshape(2, 64, 32)[:, queries], rtol=1e-9, atol=1e-12
+    )
+
+
+def test_checker_passes_the_kernel_and_output_the_layer_ran():
+    layer, inputs = _built("chunked")
+    record = _checked(layer, inputs, layer.last_kernel, "chunked")
+    assert record["verdict"] == "PASS" and record["problems"] == []
+    assert record["kernel"] == {"implementation": "chunked",
+                                "chunk_size": 64}
+    assert record["relative_error"] < 1e-5
+    line = gpu_report.describe(record)
+    assert "chunked[64]" in line and "FAIL" not in line
+
+
+def test_checker_fails_a_wrong_kernel():
+    layer, inputs = _built("chunked")
+    wrong = layer.last_kernel._replace(implementation="dense",
+                                       chunk_size=None)
+    record = _checked(layer, inputs, wrong, "chunked")
+    assert record["verdict"] == "FAIL"
+    assert record["problems"] == ["ran dense, expected chunked[64]"]
+    assert "FAIL: ran dense, expected chunked[64]" in gpu_report.describe(
+        record
+    )
+    # The right kernel with another block size fails too.
+    record = _checked(layer, inputs, wrong._replace(
+        implementation="chunked", chunk_size=8), "chunked")
+    assert record["problems"] == ["ran chunked[8], expected chunked[64]"]
+    # A layer that reports no kernel at all.
+    assert _checked(layer, inputs, None, "chunked")["verdict"] == "FAIL"
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_checker_fails_a_wrong_output(monkeypatch, policy):
+    layer, inputs = _built("auto", policy)
+    kernel = layer.last_kernel
+    assert _checked(layer, inputs, kernel, "auto", policy)["verdict"] == (
+        "PASS"
+    )
+    right = gpu_check.forward(layer, inputs, BACKEND)
+
+    def half_the_attention(layer, inputs, backend):
+        return inputs + 0.5 * (right - inputs)
+
+    monkeypatch.setattr(gpu_check, "forward", half_the_attention)
+    record = _checked(layer, inputs, kernel, "auto", policy)
+    assert record["verdict"] == "FAIL"
+    assert 0.4 < record["relative_error"] < 0.6
+    assert record["problems"][0].startswith("error ")
+    assert "FAIL: error" in gpu_report.describe(record)
+    # No attention term at all (a kernel returning zeros): off by 1.
+    monkeypatch.setattr(gpu_check, "forward", lambda layer, x, _: x)
+    record = _checked(layer, inputs, kernel, "auto", policy)
+    assert record["verdict"] == "FAIL"
+    assert record["relative_error"] == pytest.approx(1.0)
+    lines = gpu_report.check_lines(_result(BACKEND, [record]))
+    assert lines[0] == "- 1 cases checked, 1 FAIL."
+    assert lines[1].startswith("- FAIL 8x8 b2 C32 " + policy + " auto: ")
+
+
+def test_expected_kernel_on_a_gpu():
+    expected = gpu_check.expected_kernel
+    assert expected("naive", "torch", H200, (128, 8, 64), "float32") is None
+    # Mixed precision on torch and JAX: the flash kernel.
+    for backend in ("torch", "jax"):
+        assert expected("auto", backend, H200, (128, 8, 64),
+                        "mixed_bfloat16") == {"implementation": "fused",
+                                              "chunk_size": None}
+    # float32: dense while the logits fit, then torch fused, JAX chunked
+    # with GPU-sized blocks (MEASURED-H200: 1024 queries at 128x128 b8).
+    assert expected("auto", "torch", H200, (32, 32, 256), "float32") == {
+        "implementation": "dense", "chunk_size": None}
+    assert expected("auto", "torch", H200, (128, 8, 64), "float32") == {
+        "implementation": "fused", "chunk_size": None}
+    assert expected("auto", "jax", H200, (128, 8, 64), "float32") == {
+        "implementation": "chunked", "chunk_size": 1024}
+    assert expected("chunked", "jax", CPU, (8, 4, 32), "float32") == {
+        "implementation": "chunked", "chunk_size": 64}
+
+
+def test_tolerance_follows_the_float32_matmul_precision():
+    tolerance = gpu_check.tolerance
+    assert tolerance("float32", CPU, "naive") == 1e-3
+    assert tolerance("float32", H200, "auto") == 1e-3
+    # torch's naive block runs cuDNN convolutions, TF32 by default.
+    assert tolerance("float32", H200, "naive") == 0.05
+    jax_gpu = {"gpu": True, "float32_matmul": "default"}
+    assert tolerance("float32", jax_gpu, "auto") == 0.05
+    assert tolerance("mixed_bfloat16", CPU, "auto") == 0.2
+    assert tolerance("mixed_float16", H200, "dense") == 0.05
+
+
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
     """Runs the smoke mode once per installed backend into a temporary
@@ -153,8 +294,8 @@ def test_smoke_run_measures_every_case(smoke_results, backend):
     result = results[backend]
     expected = {
         (*shape, policy, case)
-        for shape in gpu.SMOKE_SHAPES
-        for policy in gpu.POLICIES
+        for shape in gpu_cases.SMOKE_SHAPES
+        for policy in gpu_cases.POLICIES
         for case in _implementations(backend)
     }
     found = [(r["size"], r["batch"], r["channels"], r["policy"], r["case"])
@@ -164,8 +305,18 @@ def test_smoke_run_measures_every_case(smoke_results, backend):
         assert record["status"] == "ok", record
         for field in ("median_ms", "min_ms"):
             assert math.isfinite(record[field]) and record[field] > 0
-        if record["case"] == "auto":
-            assert record["auto_picks"] in ("dense", "chunked", "fused", None)
+        # The kernel the layer reports, checked against the expected one
+        # and the output against the float32 reference: no FAIL on CPU.
+        assert record["verdict"] == "PASS", record
+        assert record["kernel"] == record["expected_kernel"]
+        if record["case"] == "naive":
+            assert record["kernel"] is None
+        else:
+            assert record["kernel"]["implementation"] in (
+                "dense", "chunked", "fused")
+            if record["case"] != "auto":
+                assert record["kernel"]["implementation"] == record["case"]
+        assert 0 <= record["relative_error"] <= record["tolerance"]
         if backend == "jax":  # XLA's memory analysis works on CPU too
             assert record["working_bytes"] > 0
         elif not result["info"]["device"]["gpu"]:
@@ -190,6 +341,7 @@ def test_smoke_run_checks_targets_and_writes_reports(smoke_results, backend):
     table = (output / f"gpu_{slug}_{backend}.md").read_text()
     assert "| map | batch | C | policy |" in table
     assert "Targets (issue 9):" in table
+    assert "cases checked, 0 FAIL." in table
     assert f"### {backend} on" in (output / f"gpu_{slug}.md").read_text()
 
 
