@@ -77,9 +77,29 @@ def reference_self_attention(layer, inputs):
     x = np.asarray(inputs, dtype=np.float64)
     if layer.data_format == "channels_first":
         x = np.moveaxis(x, 1, -1)
+    positions = np.arange(math.prod(x.shape[1:-1]))
+    outputs, scores = _attention_rows(layer, x, positions)
+    outputs = outputs.reshape(*x.shape[:-1], outputs.shape[-1])
+    if layer.data_format == "channels_first":
+        outputs = np.moveaxis(outputs, -1, 1)
+    return outputs, scores
+
+
+def reference_rows(layer, inputs, queries):
+    """The outputs of a built channels_last `layer` at the flat query
+    positions `queries` only, `(B, len(queries), channels)` float64: for
+    maps whose N x M scores would not fit in memory."""
+    x = np.asarray(inputs, dtype=np.float64)
+    return _attention_rows(layer, x, np.asarray(queries))[0]
+
+
+def _attention_rows(layer, x, queries):
+    """Outputs `(B, len(queries), F)` and scores `(B, h, len(queries), M)`
+    at the flat positions `queries` of channels_last `x`."""
     batch = x.shape[0]
     heads = layer.num_heads
-    query = project(layer.query_projection, x)
+    rows = x.reshape(batch, -1, x.shape[-1])[:, queries]
+    query = project(layer.query_projection, rows)
     key = project(layer.key_projection, x)
     value = project(layer.value_projection, x)
     if layer.pool_size is not None:
@@ -93,13 +113,9 @@ def reference_self_attention(layer, inputs):
     context = np.einsum("bhnm,bmhd->bnhd", scores, value)
     context = context.reshape(batch, context.shape[1], -1)
     attended = project(layer.output_projection, context)
-    shortcut = x
+    shortcut = rows
     if layer.shortcut_projection is not None:
-        shortcut = project(layer.shortcut_projection, x)
-    attended = attended.reshape(shortcut.shape)
+        shortcut = project(layer.shortcut_projection, rows)
     gamma = float(np.asarray(layer.gamma.numpy()))
     activation = ACTIVATIONS[layer.activation.__name__]
-    outputs = activation(shortcut + gamma * attended)
-    if layer.data_format == "channels_first":
-        outputs = np.moveaxis(outputs, -1, 1)
-    return outputs, scores
+    return activation(shortcut + gamma * attended), scores
