@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# Prepares .gpu/ for benchmarks/run_gpu.sh: a CUDA machine that has torch
-# and JAX but neither Keras nor a package registry, and that receives only
-# this checkout (plus the ignored folders it is told to carry), needs the
-# wheels of Keras and of the two Keras dependencies such machines lack.
-# The package itself is imported from the checkout's src/ there, so a
-# payload never holds a stale copy of it.
+# Prepares .gpu/ for benchmarks/run_gpu.sh: a CUDA machine that has torch,
+# JAX, pytest and hypothesis but not Keras nor a package registry, and that
+# receives only this checkout (plus the ignored folders it is told to
+# carry: .gpu/), needs the wheels of Keras and of the Keras dependencies
+# such machines may lack. run_gpu.sh installs those whose package the
+# machine's Python lacks. The package itself is imported from the
+# checkout's src/ there, so a payload never holds a stale copy of it.
 #
-#   benchmarks/prepare_gpu_payload.sh [PYTHON_VERSION]   # default 3.12
+#   benchmarks/prepare_gpu_payload.sh [PYTHON_VERSION ...]
 #
-# Versions: those installed in this environment's Python ($PYTHON, else
-# .venv/bin/python, else python3), or KERAS_VERSION, NAMEX_VERSION and
-# OPTREE_VERSION when set. Wheels come from pip's configured index.
+# Python versions: those the GPU machine may run (default 3.11 3.12 3.13):
+# optree is compiled, one wheel per version; the others are pure Python.
+# Package versions: those installed in this environment's Python ($PYTHON,
+# else .venv/bin/python, else python3). Wheels come from pip's configured
+# index. The payload must stay within 64 MiB (checked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-target_python="${1:-3.12}"
+if [ $# -gt 0 ]; then
+  targets=("$@")
+else
+  targets=(3.11 3.12 3.13)
+fi
 if [ -n "${PYTHON:-}" ]; then
   python="$PYTHON"
 elif [ -x .venv/bin/python ]; then
@@ -23,25 +30,32 @@ else
   python=python3
 fi
 
-installed() {
-  "$python" -c "from importlib import metadata; print(metadata.version('$1'))"
-}
-
-keras_version="${KERAS_VERSION:-$(installed keras)}"
-namex_version="${NAMEX_VERSION:-$(installed namex)}"
-optree_version="${OPTREE_VERSION:-$(installed optree)}"
+# Keras and what it imports; numpy, ml-dtypes and packaging come with JAX
+# and pytest, h5py is only needed for the legacy .h5 format.
+packages=(keras namex optree absl-py rich markdown-it-py mdurl pygments
+  typing-extensions)
+requirements=()
+for package in "${packages[@]}"; do
+  version="$("$python" -c \
+    "from importlib import metadata; print(metadata.version('$package'))")"
+  requirements+=("$package==$version")
+done
 
 rm -rf .gpu/whl
 mkdir -p .gpu/whl
-# optree is compiled: the wheel must match the GPU machine's Python and
-# platform, not this one's; keras and namex are pure Python.
-"$python" -m pip download --quiet --no-deps --only-binary=:all: \
-  --python-version "$target_python" --implementation cp \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
-  --platform manylinux_2_17_x86_64 \
-  -d .gpu/whl \
-  "keras==$keras_version" "namex==$namex_version" \
-  "optree==$optree_version"
+for target in "${targets[@]}"; do
+  "$python" -m pip download --quiet --no-deps --only-binary=:all: \
+    --python-version "$target" --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .gpu/whl "${requirements[@]}"
+done
 
 ls .gpu/whl
-echo "Payload ready in .gpu/ (ignored by git): carry it with the checkout."
+size=$(du -sm .gpu | cut -f1)
+if [ "$size" -gt 64 ]; then
+  echo "The payload is $size MiB, over 64 MiB." >&2
+  exit 1
+fi
+echo "Payload ready in .gpu/ ($size MiB, ignored by git): carry it with" \
+  "the checkout."

@@ -1,39 +1,135 @@
 #!/usr/bin/env bash
-# Runs the GPU benchmark (benchmarks/gpu.py) for every installed backend on
-# a CUDA machine that may have neither Keras nor a package registry: the
-# wheels put in .gpu/whl by benchmarks/prepare_gpu_payload.sh are
-# installed into a temporary folder, and the package is imported from this
-# checkout's src/.
+# One call on a CUDA machine: the GPU tests (tests/test_gpu.py) and the
+# device-aware tests for torch and JAX, then the GPU benchmark
+# (benchmarks/gpu.py, which checks every case it times), within a time
+# limit, every result in one folder.
 #
-#   benchmarks/run_gpu.sh [OUTPUT_DIR] [gpu.py options ...]
+#   benchmarks/run_gpu.sh [--smoke] [--output-dir DIR] [--seconds N]
+#                         [--backends "torch jax"] [-- gpu.py options ...]
 #
-# OUTPUT_DIR defaults to $OUT when set (the folder a remote run returns),
-# else benchmarks/results. It receives gpu_<device>_<backend>.json and .md,
-# gpu_<device>.md, the run's log and nvidia-smi's view of the GPU.
-set -euo pipefail
+# --seconds: the whole run's limit (default 330: a 6-minute window with
+#   room for start-up, so that a failed run can be repeated in the same
+#   window). The tests of each backend get at most a quarter of it; the
+#   benchmark gets what is left, shared by the backends.
+# --smoke: the same steps on a machine without a GPU (the tests' CPU
+#   variants, the benchmark's tiny cases). Without it, a machine without a
+#   CUDA GPU is refused in one line (exit status 2).
+# GPU_TESTS (environment): pytest arguments replacing the default test
+#   selection, e.g. "tests/test_gpu.py -k large_map".
+#
+# The machine may have neither Keras nor a package registry: the wheels
+# that benchmarks/prepare_gpu_payload.sh put in .gpu/whl are installed,
+# those whose package its Python lacks, into a temporary folder, and the
+# package is imported from this checkout's src/. TensorFlow is not run.
+#
+# Output folder (default $OUT when set, else benchmarks/results):
+# nvidia-smi.csv; tests_<backend>.log and .xml (JUnit); the benchmark's
+# gpu_<device>_<backend>.json and .md, gpu_<device>.md and gpu_run.log;
+# summary.txt, each step's exit status and seconds. The exit status is 0
+# only when every step passed (a benchmark check that printed FAIL fails
+# its step).
+set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-output="${OUT:-$root/benchmarks/results}"
-if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
-  output="$1"
-  shift
-fi
-python="${PYTHON:-python3}"
+cd "$root" || exit 1
 
+output="${OUT:-$root/benchmarks/results}"
+limit=330
+backends="torch jax"
+smoke=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) smoke=1 ;;
+    --output-dir) output="$2"; shift ;;
+    --seconds) limit="$2"; shift ;;
+    --backends) backends="$2"; shift ;;
+    --) shift; break ;;
+    *) echo "run_gpu.sh: unknown argument: $1" >&2; exit 64 ;;
+  esac
+  shift
+done
+
+if [ "$smoke" = 0 ] && ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+  echo "run_gpu.sh: no CUDA GPU on this machine (nvidia-smi lists none);" \
+    "--smoke runs the same steps on a CPU"
+  exit 2
+fi
+
+python="${PYTHON:-python3}"
+started=$SECONDS
+mkdir -p "$output"
+summary="$output/summary.txt"
+: >"$summary"
+status=0
+
+# Keras and the dependencies the machine lacks, from the payload: each
+# wheel for this Python (pure Python, or compiled for its version) whose
+# package is missing is unpacked into a temporary folder (a wheel is a zip
+# of the installed files; no pip or index needed).
 site="$(mktemp -d)"
 trap 'rm -rf "$site"' EXIT
 shopt -s nullglob
-wheels=("$root"/.gpu/whl/*.whl)
-if [ ${#wheels[@]} -gt 0 ]; then
-  "$python" -m pip install --quiet --no-index --no-deps --target "$site" \
-    "${wheels[@]}"
-fi
+tag="$("$python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')"
+installed=()
+for wheel in "$root"/.gpu/whl/*-py3-none-any.whl \
+  "$root"/.gpu/whl/*-"$tag"-"$tag"-*.whl; do
+  name="$(basename "$wheel" | cut -d- -f1)"
+  if ! "$python" -c "import importlib.metadata as m; m.version('$name')" \
+    2>/dev/null; then
+    "$python" -m zipfile -e "$wheel" "$site" && installed+=("$name") \
+      || { echo "unpacking $wheel failed" | tee -a "$summary"; status=1; }
+  fi
+done
+echo "installed from .gpu/whl: ${installed[*]:-nothing}" | tee -a "$summary"
 export PYTHONPATH="$site:$root/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-
-mkdir -p "$output"
-if command -v nvidia-smi >/dev/null; then
+export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}"
+if [ "$smoke" = 0 ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap \
-    --format=csv >"$output/nvidia-smi.csv" || true
+    --format=csv >"$output/nvidia-smi.csv" 2>&1
 fi
-"$python" "$root/benchmarks/gpu.py" --output-dir "$output" "$@" 2>&1 \
-  | tee "$output/gpu_run.log"
+
+step() {  # step NAME SECONDS LOG COMMAND...: time-limited, output to LOG
+  local name="$1" seconds="$2" log="$3" begin=$SECONDS code
+  shift 3
+  timeout --kill-after=10 "$seconds" "$@" >"$log" 2>&1
+  code=$?
+  echo "$name: exit $code after $((SECONDS - begin)) s (limit $seconds s)" \
+    | tee -a "$summary"
+  [ "$code" = 0 ] || status=1
+}
+
+# Test files whose results depend on the device, and those of the layer.
+default_tests="tests/test_gpu.py tests/test_dispatch.py tests/test_kernels.py
+  tests/test_mixed_precision.py tests/test_layers.py"
+read -r -a tests <<<"${GPU_TESTS:-$(echo $default_tests)}"
+test_limit=$((limit / 4))
+for backend in $backends; do
+  KERAS_BACKEND="$backend" step "tests $backend" "$test_limit" \
+    "$output/tests_$backend.log" \
+    "$python" -m pytest -q -m "not once" -p no:cacheprovider -rfEs \
+    --junitxml="$output/tests_$backend.xml" "${tests[@]}"
+  grep -E '^(FAILED|ERROR)|passed|failed' "$output/tests_$backend.log"
+done
+
+# The benchmark: what is left, less a margin for writing the reports.
+read -r -a names <<<"$backends"
+left=$((limit - (SECONDS - started) - 15))
+grace=$((left / (4 * ${#names[@]})))
+budget=$(((left / ${#names[@]}) - grace))
+if [ "$budget" -lt 10 ]; then
+  echo "benchmark: not run, $left s left" | tee -a "$summary"
+  status=1
+else
+  smoke_flag=()
+  [ "$smoke" = 1 ] && smoke_flag=(--smoke)
+  # float16 runs the same kernels as bfloat16 (MEASURED-H200.md): left
+  # out unless asked for (`-- --policies ...`).
+  step benchmark "$((left + 10))" "$output/gpu_run.log" \
+    "$python" benchmarks/gpu.py "${smoke_flag[@]}" \
+    --backends "${names[@]}" --policies float32 mixed_bfloat16 \
+    --budget "$budget" --grace "$grace" --steps 5 --max-case-seconds 3 \
+    --output-dir "$output" "$@"
+  grep -E 'FAIL|^===|no results|wrote|Budget' "$output/gpu_run.log"
+fi
+echo "total: $((SECONDS - started)) s, exit $status" | tee -a "$summary"
+exit "$status"
