@@ -9,13 +9,16 @@
 #
 # --seconds: the whole run's limit (default 330: a 6-minute window with
 #   room for start-up, so that a failed run can be repeated in the same
-#   window). The tests of each backend get at most a quarter of it; the
-#   benchmark gets what is left, shared by the backends.
+#   window). The GPU tests of each backend get at most a fifth of it, the
+#   device-aware tests a seventh; the benchmark gets what is left, shared
+#   by the backends.
 # --smoke: the same steps on a machine without a GPU (the tests' CPU
 #   variants, the benchmark's tiny cases). Without it, a machine without a
 #   CUDA GPU is refused in one line (exit status 2).
-# GPU_TESTS (environment): pytest arguments replacing the default test
-#   selection, e.g. "tests/test_gpu.py -k large_map".
+# GPU_TESTS, DEVICE_TESTS (environment): pytest arguments replacing the
+#   GPU tests (tests/test_gpu.py) or the device-aware tests (test_dispatch,
+#   test_kernels, test_mixed_precision), e.g. "tests/test_gpu.py -k
+#   large_map"; empty: that step is not run.
 #
 # The machine may have neither Keras nor a package registry: the wheels
 # that benchmarks/prepare_gpu_payload.sh put in .gpu/whl are installed,
@@ -23,7 +26,8 @@
 # package is imported from this checkout's src/. TensorFlow is not run.
 #
 # Output folder (default $OUT when set, else benchmarks/results):
-# nvidia-smi.csv; tests_<backend>.log and .xml (JUnit); the benchmark's
+# nvidia-smi.csv; gpu_tests_<backend> and device_tests_<backend>, .log
+# and .xml (JUnit); the benchmark's
 # gpu_<device>_<backend>.json and .md, gpu_<device>.md and gpu_run.log;
 # summary.txt, each step's exit status and seconds. The exit status is 0
 # only when every step passed (a benchmark check that printed FAIL fails
@@ -98,21 +102,33 @@ step() {  # step NAME SECONDS LOG COMMAND...: time-limited, output to LOG
   [ "$code" = 0 ] || status=1
 }
 
-# Test files whose results depend on the device, and those of the layer.
-default_tests="tests/test_gpu.py tests/test_dispatch.py tests/test_kernels.py
-  tests/test_mixed_precision.py tests/test_layers.py"
-read -r -a tests <<<"${GPU_TESTS:-$(echo $default_tests)}"
-test_limit=$((limit / 4))
-for backend in $backends; do
-  KERAS_BACKEND="$backend" step "tests $backend" "$test_limit" \
-    "$output/tests_$backend.log" \
+run_tests() {  # run_tests NAME BACKEND SECONDS PYTEST_ARGUMENTS...
+  local name="$1" backend="$2" seconds="$3"
+  shift 3
+  KERAS_BACKEND="$backend" step "$name $backend" "$seconds" \
+    "$output/${name}_$backend.log" \
     "$python" -m pytest -q -m "not once" -p no:cacheprovider -rfEs \
-    --junitxml="$output/tests_$backend.xml" "${tests[@]}"
-  grep -E '^(FAILED|ERROR)|passed|failed' "$output/tests_$backend.log"
+    --durations=10 --junitxml="$output/${name}_$backend.xml" "$@"
+  grep -E '^(FAILED|ERROR)|passed|failed' "$output/${name}_$backend.log"
+}
+
+# First the GPU tests of both backends, then the other tests whose results
+# depend on the device (the layer's own tests take too long for the
+# window); a step that ends early leaves its time to the next ones.
+read -r -a gpu_tests <<<"${GPU_TESTS-tests/test_gpu.py}"
+read -r -a device_tests <<<"${DEVICE_TESTS-tests/test_dispatch.py \
+  tests/test_kernels.py tests/test_mixed_precision.py}"
+read -r -a names <<<"$backends"
+for backend in "${names[@]}"; do
+  [ ${#gpu_tests[@]} -eq 0 ] \
+    || run_tests gpu_tests "$backend" $((limit / 5)) "${gpu_tests[@]}"
+done
+for backend in "${names[@]}"; do
+  [ ${#device_tests[@]} -eq 0 ] \
+    || run_tests device_tests "$backend" $((limit / 7)) "${device_tests[@]}"
 done
 
 # The benchmark: what is left, less a margin for writing the reports.
-read -r -a names <<<"$backends"
 left=$((limit - (SECONDS - started) - 15))
 grace=$((left / (4 * ${#names[@]})))
 budget=$(((left / ${#names[@]}) - grace))

@@ -389,13 +389,13 @@ def test_run_gpu_refuses_a_machine_without_a_gpu(tmp_path):
 
 
 def test_run_gpu_smoke_mode_runs_tests_then_benchmark(tmp_path):
-    """`--smoke` on this CPU: the tests (here one of tests/test_gpu.py),
-    then the benchmark's tiny cases, each result in the output folder. A
-    generous `--seconds` (a quarter of it for the tests) keeps a loaded
-    CI machine within the limits."""
+    """`--smoke` on this CPU: the GPU tests (here one of tests/test_gpu.py,
+    and no device-aware tests), then the benchmark's tiny cases, each
+    result in the output folder. A generous `--seconds` (a fifth of it for
+    the tests) keeps a loaded CI machine within the limits."""
     output = tmp_path / "out"
-    env = dict(os.environ, PYTHON=sys.executable, GPU_TESTS=(
-        "tests/test_gpu.py -k auto_runs_the_devices_kernel"))
+    env = dict(os.environ, PYTHON=sys.executable, DEVICE_TESTS="",
+               GPU_TESTS="tests/test_gpu.py -k auto_runs_the_devices_kernel")
     done = subprocess.run(
         [str(RUN_GPU), "--smoke", "--backends", "jax", "--seconds", "800",
          "--output-dir", str(output), "--", "--implementations", "auto",
@@ -404,9 +404,10 @@ def test_run_gpu_smoke_mode_runs_tests_then_benchmark(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     summary = (output / "summary.txt").read_text()
-    assert "tests jax: exit 0" in summary
+    assert "gpu_tests jax: exit 0" in summary
+    assert "device_tests" not in summary
     assert "benchmark: exit 0" in summary
-    report = (output / "tests_jax.xml").read_text()
+    report = (output / "gpu_tests_jax.xml").read_text()
     assert 'failures="0"' in report and 'errors="0"' in report
     assert "test_auto_runs_the_devices_kernel" in report
     result = json.loads((output / "gpu_cpu_jax.json").read_text())
