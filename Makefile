@@ -42,11 +42,11 @@ bench: venv
 	$(BIN)/python benchmarks/attention.py --backend jax --sizes 16 32 64 128
 	$(BIN)/python benchmarks/attention.py --backend torch --sizes 16 32 64 128
 
-# On a CUDA machine whose Python has Keras and GPU builds of the backends
-# (not .venv: its JAX is the CPU build); docs/guide/gpu.md covers one without
-# Keras.
+# On a CUDA machine with torch and JAX (not .venv: its JAX is the CPU
+# build): the GPU tests, then the checked benchmark, in one call
+# (docs/guide/gpu.md; Keras from .gpu/ where the machine lacks it).
 bench-gpu:
-	PYTHONPATH=src $(PYTHON) benchmarks/gpu.py
+	PYTHON=$(PYTHON) benchmarks/run_gpu.sh
 
 # The site's tools come with the `docs` extra (which `dev` includes); say so
 # instead of failing on a missing module.
