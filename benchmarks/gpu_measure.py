@@ -66,8 +66,9 @@ def _emit(out, record):
 
 
 def run_case(backend, device, shape, policy, case, spec):
-    """One case's record: timing, memory and check; an exception becomes
-    `oom` or `error` (and the check is then not made)."""
+    """One case's record: timing and memory, then the check. A failure
+    to time becomes status `oom` or `error`; a check that runs out of
+    memory is `NOT CHECKED`, one that raises otherwise is a FAIL."""
     import keras
 
     size, batch, channels = shape
@@ -79,23 +80,33 @@ def run_case(backend, device, shape, policy, case, spec):
     try:
         layer, inputs = gpu_cases.build(case, shape)
         record.update(measure(backend, layer, inputs, spec))
+        record["status"] = "ok"
         # What the timed steps ran (the naive block has no kernel).
         kernel = None if case == "naive" else layer.last_kernel
         gpu_device.release_memory(backend)
         record.update(gpu_check.check_case(
             layer, inputs, kernel, case, backend, device, shape, policy
         ))
-        record["status"] = "ok"
     except Exception as error:  # noqa: BLE001 - every failure is a result
-        record["status"] = "oom" if is_oom(error) else "error"
-        record["error"] = repr(error)[:400]
-        if record["status"] == "error":
-            record["trace"] = without_folders(traceback.format_exc()[-1200:])
+        _record_failure(record, error)
     finally:
         keras.config.set_dtype_policy("float32")
     gpu_device.release_memory(backend)
     record["case_seconds"] = time.monotonic() - started
     return record
+
+
+def _record_failure(record, error):
+    oom = is_oom(error)
+    text = repr(error)[:400]
+    if record.get("status") != "ok":  # timing failed
+        record["status"] = "oom" if oom else "error"
+        record["error"] = text
+    else:  # the check failed
+        record["verdict"] = "NOT CHECKED" if oom else "FAIL"
+        record["problems"] = [f"check raised {text}"]
+    if not oom:
+        record["trace"] = without_folders(traceback.format_exc()[-1200:])
 
 
 def without_folders(text):

@@ -76,9 +76,11 @@ def describe(record):
         return f"{label} {record['status']}: {record['error'][:100]}"
     memory = record["working_bytes"]
     memory = "—" if memory is None else f"{memory / GIB:.3f} GiB"
-    line = (f"{label} {record['median_ms']:9.2f} ms  {memory}  "
-            f"{gpu_check.kernel_name(record['kernel']) or '-':14s} "
-            f"err {record['relative_error']:.2e}  {record['verdict']}")
+    line = f"{label} {record['median_ms']:9.2f} ms  {memory}  "
+    if "relative_error" in record:
+        line += (f"{gpu_check.kernel_name(record['kernel']) or '-':14s} "
+                 f"err {record['relative_error']:.2e}  ")
+    line += record["verdict"]
     if record["problems"]:
         line += ": " + "; ".join(record["problems"])
     return line
@@ -90,14 +92,18 @@ def failed_checks(result):
 
 
 def check_lines(result):
-    """How many cases were checked, and one line per FAIL."""
+    """How many cases were checked, and one line per FAIL or case whose
+    check ran out of memory."""
     checked = [r for r in result["records"] if "verdict" in r]
     failed = failed_checks(result)
-    lines = [f"- {len(checked)} cases checked, {len(failed)} FAIL."]
-    for record in failed:
+    unchecked = [r for r in checked if r["verdict"] == "NOT CHECKED"]
+    lines = [f"- {len(checked) - len(unchecked)} cases checked, "
+             f"{len(failed)} FAIL."]
+    for record in failed + unchecked:
         shape = (record["size"], record["batch"], record["channels"])
-        lines.append(f"- FAIL {_shape_name(shape)} {record['policy']} "
-                     f"{record['case']}: " + "; ".join(record["problems"]))
+        lines.append(f"- {record['verdict']} {_shape_name(shape)} "
+                     f"{record['policy']} {record['case']}: "
+                     + "; ".join(record["problems"]))
     return lines
 
 

@@ -237,6 +237,25 @@ def test_checker_fails_a_wrong_output(monkeypatch, policy):
     assert lines[1].startswith("- FAIL 8x8 b2 C32 " + policy + " auto: ")
 
 
+@pytest.mark.parametrize("error, verdict", [
+    (RuntimeError("CUDA out of memory. Tried to allocate"), "NOT CHECKED"),
+    (ValueError("shapes do not match"), "FAIL"),
+])
+def test_a_check_that_raises_keeps_the_timing(monkeypatch, error, verdict):
+    def raising(*args):
+        raise error
+
+    monkeypatch.setattr(gpu_check, "check_case", raising)
+    spec = {"steps": 2, "max_case_seconds": 15.0}
+    record = gpu_measure.run_case(BACKEND, CPU, SMALL, "float32", "dense",
+                                  spec)
+    assert record["status"] == "ok" and record["median_ms"] > 0
+    assert record["verdict"] == verdict
+    assert record["problems"] == [f"check raised {error!r}"]
+    line = gpu_report.check_lines(_result(BACKEND, [record]))[1]
+    assert line.startswith(f"- {verdict} 8x8 b2 C32 float32 dense: ")
+
+
 def test_expected_kernel_on_a_gpu():
     expected = gpu_check.expected_kernel
     assert expected("naive", "torch", H200, (128, 8, 64), "float32") is None
@@ -391,8 +410,8 @@ def test_run_gpu_refuses_a_machine_without_a_gpu(tmp_path):
 def test_run_gpu_smoke_mode_runs_tests_then_benchmark(tmp_path):
     """`--smoke` on this CPU: the GPU tests (here one of tests/test_gpu.py,
     and no device-aware tests), then the benchmark's tiny cases, each
-    result in the output folder. A generous `--seconds` (a fifth of it for
-    the tests) keeps a loaded CI machine within the limits."""
+    result in the output folder. A generous `--seconds` (a quarter of it
+    for the GPU tests) keeps a loaded CI machine within the limits."""
     output = tmp_path / "out"
     env = dict(os.environ, PYTHON=sys.executable, DEVICE_TESTS="",
                GPU_TESTS="tests/test_gpu.py -k auto_runs_the_devices_kernel")
