@@ -59,7 +59,9 @@ def attention_weights(layer):
     `query`, `key`, `value`, `output` and the scalar `gamma`. Works for
     `SelfAttention2D` and the naive block as the benchmark builds them
     (one head, no bias, pooling, scale, spectral norm or activation)."""
-    if hasattr(layer, "query_projection"):
+    from conv_self_attention import SelfAttention2D
+
+    if isinstance(layer, SelfAttention2D):
         if (layer.num_heads, layer.pool_size, layer.use_scale,
                 layer.use_bias, layer.spectral_norm) != (
                     1, None, False, False, False):
