@@ -6,13 +6,11 @@ import keras
 from keras import ops
 
 from conv_self_attention import kernels
-from conv_self_attention.layers.grid import is_int
+from conv_self_attention.layers import arguments
 from conv_self_attention.layers.grid import key_value_grid
 from conv_self_attention.layers.grid import normalize_pool_size
 from conv_self_attention.layers.grid import num_positions
 from conv_self_attention.layers.projection import PointwiseProjection
-
-DATA_FORMATS = ("channels_last", "channels_first")
 
 
 class BaseSelfAttention(keras.layers.Layer):
@@ -153,39 +151,43 @@ class BaseSelfAttention(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.rank = rank
-        self.filters = _optional_positive_int("filters", filters)
-        self.num_heads = _positive_int("num_heads", num_heads)
-        self.key_channels = _head_multiple(
+        self.filters = arguments.optional_positive_int("filters", filters)
+        self.num_heads = arguments.positive_int("num_heads", num_heads)
+        self.key_channels = arguments.head_multiple(
             "key_channels", key_channels, self.num_heads
         )
-        self.value_channels = _head_multiple(
+        self.value_channels = arguments.head_multiple(
             "value_channels", value_channels, self.num_heads
         )
         self.pool_size = normalize_pool_size(pool_size, rank)
-        self.use_scale = _bool("use_scale", use_scale)
-        self.initial_gamma = _float("gamma", gamma)
-        self.gamma_trainable = _bool("gamma_trainable", gamma_trainable)
-        self.activation = _get_object(
+        self.use_scale = arguments.boolean("use_scale", use_scale)
+        self.initial_gamma = arguments.finite_float("gamma", gamma)
+        self.gamma_trainable = arguments.boolean(
+            "gamma_trainable", gamma_trainable
+        )
+        self.activation = arguments.keras_object(
             keras.activations.get, "activation", activation
         )
-        self.use_bias = _bool("use_bias", use_bias)
-        self.spectral_norm = _bool("spectral_norm", spectral_norm)
-        self.return_attention_scores = _bool(
+        self.use_bias = arguments.boolean("use_bias", use_bias)
+        self.spectral_norm = arguments.boolean(
+            "spectral_norm", spectral_norm
+        )
+        self.return_attention_scores = arguments.boolean(
             "return_attention_scores", return_attention_scores
         )
-        self.data_format = _data_format(data_format)
+        self.data_format = arguments.data_format(data_format)
         kernels.validate_implementation(attention_implementation)
         kernels.validate_chunk_size(chunk_size)
         self.attention_implementation = attention_implementation
         self.chunk_size = chunk_size
         self._last_kernel = None
-        self.kernel_initializer = _get_object(
+        self.kernel_initializer = arguments.keras_object(
             keras.initializers.get, "kernel_initializer", kernel_initializer
         )
-        self.kernel_regularizer = _get_object(
+        self.kernel_regularizer = arguments.keras_object(
             keras.regularizers.get, "kernel_regularizer", kernel_regularizer
         )
-        self.kernel_constraint = _get_object(
+        self.kernel_constraint = arguments.keras_object(
             keras.constraints.get, "kernel_constraint", kernel_constraint
         )
         self.input_spec = keras.layers.InputSpec(ndim=rank + 2)
@@ -287,12 +289,17 @@ class BaseSelfAttention(keras.layers.Layer):
         self._check_input_shape(input_shape)
         channels = input_shape[self._channel_axis]
         self.output_channels = self.filters or channels
-        self.resolved_key_channels = self.key_channels or _default_channels(
-            self.output_channels // 8, self.num_heads
+        self.resolved_key_channels = (
+            self.key_channels
+            or arguments.default_channels(
+                self.output_channels // 8, self.num_heads
+            )
         )
         self.resolved_value_channels = (
             self.value_channels
-            or _default_channels(self.output_channels // 2, self.num_heads)
+            or arguments.default_channels(
+                self.output_channels // 2, self.num_heads
+            )
         )
         self.query_projection = self._projection(
             "query_projection", channels, self.resolved_key_channels
@@ -340,25 +347,16 @@ class BaseSelfAttention(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         self._check_input_dtype(inputs.dtype)
-        x = inputs
-        if self.data_format == "channels_first":
-            x = ops.moveaxis(x, 1, -1)
-        query = self.query_projection(x, training=training)
-        key = self._pool(self.key_projection(x, training=training))
-        value = self._pool(self.value_projection(x, training=training))
-        result = self._compute_attention(
-            self._split_heads(query), self._split_heads(key),
-            self._split_heads(value),
+        query, key, value, shortcut = self.attention_inputs(
+            inputs, training=training
         )
+        result = self._compute_attention(query, key, value)
         context, scores = (
             result if self.return_attention_scores else (result, None)
         )
         attended = self.output_projection(
             self._merge_heads(context), training=training
         )
-        shortcut = x
-        if self.shortcut_projection is not None:
-            shortcut = self.shortcut_projection(x, training=training)
         attended = ops.reshape(attended, ops.shape(shortcut))
         # In float32: gamma's gradient sums over every output element, and
         # a bfloat16 sum (XLA's on CPU) keeps a fraction of it (130 for
@@ -497,76 +495,3 @@ def _flat_positions(tensor):
     if positions is None:
         return ops.shape(tensor)[0], -1
     return -1, positions
-
-
-def _default_channels(channels, num_heads):
-    """Rounds `channels` up to a positive multiple of `num_heads`."""
-    return max(1, math.ceil(channels / num_heads)) * num_heads
-
-
-def _positive_int(name, value):
-    if not is_int(value) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a positive int. "
-            f"Received: {name}={value!r}"
-        )
-    return value
-
-
-def _optional_positive_int(name, value):
-    return None if value is None else _positive_int(name, value)
-
-
-def _head_multiple(name, value, num_heads):
-    value = _optional_positive_int(name, value)
-    if value is not None and value % num_heads:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a multiple of "
-            f"`num_heads`={num_heads}. Received: {name}={value}"
-        )
-    return value
-
-
-def _bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a bool. "
-            f"Received: {name}={value!r}"
-        )
-    return value
-
-
-def _float(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a float. "
-            f"Received: {name}={value!r}"
-        )
-    if not math.isfinite(value):
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a finite float. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def _data_format(value):
-    if value is None:
-        return keras.config.image_data_format()
-    if not isinstance(value, str) or value.lower() not in DATA_FORMATS:
-        raise ValueError(
-            "Invalid value for argument `data_format`. Expected one of "
-            f"{DATA_FORMATS}. Received: data_format={value!r}"
-        )
-    return value.lower()
-
-
-def _get_object(getter, name, identifier):
-    """Resolves a Keras object identifier, naming the argument on failure."""
-    try:
-        return getter(identifier)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: {error} "
-            f"Received: {name}={identifier!r}"
-        ) from None
