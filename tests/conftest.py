@@ -69,6 +69,24 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Records each kernel `kernels.attention` runs: its name and the
+    arguments after `scale` (`in_compute_dtype`, `platform`, a block plan)."""
+    from conv_self_attention import kernels
+
+    calls = []
+    for name in ("dense", "chunked", "fused"):
+        original = getattr(kernels, f"{name}_attention")
+
+        def recorder(*args, _name=name, _original=original):
+            calls.append((_name, args[4:]))
+            return _original(*args)
+
+        monkeypatch.setattr(kernels, f"{name}_attention", recorder)
+    return calls
+
+
 def to_numpy(tensor):
     return keras.ops.convert_to_numpy(tensor)
 

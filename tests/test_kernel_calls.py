@@ -17,22 +17,8 @@ from tests.conftest import to_numpy
 H200 = (9, 0)
 
 
-def _record_backend_calls(monkeypatch):
-    """Records the arguments after `scale` that each kernel actually gets."""
-    calls = []
-    for name in ("dense", "chunked", "fused"):
-        original = getattr(kernels, f"{name}_attention")
-
-        def recorder(*args, _name=name, _original=original):
-            calls.append((_name, args[4:]))
-            return _original(*args)
-
-        monkeypatch.setattr(kernels, f"{name}_attention", recorder)
-    return calls
-
-
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-def test_last_kernel_is_the_kernel_that_ran(monkeypatch, implementation):
+def test_last_kernel_is_the_kernel_that_ran(kernel_calls, implementation):
     from conv_self_attention import SelfAttention2D
 
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 16))
@@ -40,17 +26,16 @@ def test_last_kernel_is_the_kernel_that_ran(monkeypatch, implementation):
         num_heads=2, attention_implementation=implementation, chunk_size=8
     )
     assert layer.last_kernel is None
-    calls = _record_backend_calls(monkeypatch)
     layer(x.astype("float32"))
     kernel_call = layer.last_kernel
     assert isinstance(kernel_call, kernels.KernelCall)
     assert kernel_call.device == device.find_device(keras.ops.zeros((1,)))
-    assert [name for name, _ in calls] == [kernel_call.implementation]
+    assert [name for name, _ in kernel_calls] == [kernel_call.implementation]
     if implementation != "auto":
         assert kernel_call.implementation == implementation
     if kernel_call.implementation == "chunked":
         assert kernel_call[:3] == ("chunked", 8, False)
-        assert calls[0][1] == (chunked.BlockPlan(8, False),)
+        assert kernel_calls[0][1] == (chunked.BlockPlan(8, False),)
     else:
         assert kernel_call.chunk_size is None
     with pytest.raises(AttributeError):

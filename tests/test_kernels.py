@@ -7,6 +7,7 @@ import pytest
 from conv_self_attention import kernels
 from conv_self_attention.kernels import auto
 from conv_self_attention.kernels import chunked
+from conv_self_attention.kernels import device
 from tests.conftest import BACKEND
 from tests.conftest import to_numpy
 
@@ -155,44 +156,35 @@ def test_invalid_arguments_name_argument_and_value():
             kernels.attention(*inputs, scale=1.0, chunk_size=bad)
 
 
-def _record_kernel_calls(monkeypatch):
-    """Replaces the kernels `attention` calls by recorders of their name and
-    the arguments after `scale` (`in_compute_dtype`, `platform`, ...)."""
-    calls = []
-    for name in ("dense", "chunked", "fused"):
-        original = getattr(kernels, f"{name}_attention")
-
-        def recorder(*args, _name=name, _original=original):
-            calls.append((_name, args[4:]))
-            return _original(*args)
-
-        monkeypatch.setattr(kernels, f"{name}_attention", recorder)
-    return calls
-
-
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("side", [8, 40])
-def test_auto_runs_the_cpu_rule(monkeypatch, side, dtype):
-    """On this CPU machine `auto` runs what the pure rule names for a CPU,
-    and `fused` keeps the float32 path whatever the dtype."""
+def test_auto_runs_the_rule_of_this_device(kernel_calls, side, dtype):
+    """`auto` runs what the pure rule names for the device the inputs are
+    on, and `fused` feeds the compute dtype only where a flash kernel is
+    eligible there."""
     case = (2, side * side, side * side, 1, 4, 8, None)
     *inputs, _ = make_inputs(case)
     inputs = [keras.ops.cast(x, dtype) for x in inputs]
-    calls = _record_kernel_calls(monkeypatch)
+    here = device.find_device(inputs[0])
+    described = dict(
+        backend=BACKEND, platform=here.platform,
+        compute_capability=here.compute_capability, dtype=dtype,
+        key_width=4, value_width=8,
+    )
     kernels.attention(*inputs, scale=1.0, implementation="auto")
     expected = auto.select_implementation(
-        backend=BACKEND, platform="cpu", compute_capability=None,
-        dtype=dtype, num_queries=side * side, num_keys=side * side,
-        batch_heads=2, key_width=4, value_width=8,
+        num_queries=side * side, num_keys=side * side, batch_heads=2,
+        **described,
     )
-    assert [name for name, _ in calls] == [expected]
-    calls.clear()
+    assert [name for name, _ in kernel_calls] == [expected]
+    kernel_calls.clear()
     kernels.attention(*inputs, scale=1.0, implementation="fused")
-    assert calls == [("fused", (False, "cpu"))]
-    calls.clear()
+    flash = auto.flash_eligible(**described)
+    assert kernel_calls == [("fused", (flash, here.platform))]
+    kernel_calls.clear()
     kernels.attention(*inputs, scale=1.0, implementation="chunked")
-    plan = chunked.plan_blocks(side * side, side * side, 2, 1, "cpu")
-    assert calls == [("chunked", (plan,))]
+    plan = chunked.plan_blocks(side * side, side * side, 2, 1, here.platform)
+    assert kernel_calls == [("chunked", (plan,))]
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TF tracing")
