@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # The demo runs headless; nothing is shown.
 
+import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -102,9 +103,14 @@ def statistics_figure(history, path, title):
     return save(visualize.plot_attention_statistics(history, title=title), path)
 
 
-def distance_figure(layer, inputs, path, title):
-    """Attention distance of a trained layer against uniform attention."""
-    figure = visualize.plot_attention_distance(layer, inputs, title=title)
+def distance_figure(model, inputs, path, title):
+    """Attention distance of `model`'s layer `"attention"`, on what reaches
+    it from `inputs`, against uniform attention."""
+    layer = model.get_layer("attention")
+    reaching = keras.Model(model.inputs, layer.input)
+    figure = visualize.plot_attention_distance(
+        layer, reaching.predict(inputs, verbose=0), title=title
+    )
     return save(figure, path)
 
 

@@ -17,6 +17,7 @@ from conv_self_attention.demo import classifier
 from conv_self_attention.demo import gan
 from conv_self_attention.diagnostics import STATISTICS
 from conv_self_attention.diagnostics import key_coordinates
+from conv_self_attention.diagnostics import pairwise_distances
 from conv_self_attention.diagnostics import query_coordinates
 
 FEATURES_NOTE = (
@@ -47,8 +48,7 @@ def uniform_mean_distance(layer):
     spatial = tuple(layer.input.shape[1:-1])
     queries = query_coordinates(spatial)
     keys = key_coordinates(spatial, layer.pool_size)
-    offsets = queries[:, None] - keys[None]
-    return float(np.mean(np.sqrt(np.sum(offsets**2, axis=-1))))
+    return float(np.mean(pairwise_distances(queries, keys)))
 
 
 def metrics(args, settings, dataset, classifiers, gans, reference, seconds):
@@ -83,7 +83,7 @@ def metrics(args, settings, dataset, classifiers, gans, reference, seconds):
         },
         "gan": {
             "epochs": settings.gan_epochs,
-            "steps": len(first_gan_history(gans)["d_loss"]),
+            "steps": len(gans[True][0]["history"]["d_loss"]),
             "batch_size": settings.batch_size,
             "seeds": [run["seed"] for run in gans[True]],
             "learning_rates": {
@@ -117,10 +117,6 @@ def metrics(args, settings, dataset, classifiers, gans, reference, seconds):
         },
         "seconds": {key: round(value, 1) for key, value in seconds.items()},
     }
-
-
-def first_gan_history(gans):
-    return gans[True][0]["history"]
 
 
 def _mean_std(value, digits):

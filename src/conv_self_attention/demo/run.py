@@ -176,10 +176,8 @@ def _classifier_figures(classifiers, dataset, output_dir):
             f"Classifier, {description}, seed {run['seed']}: attention "
             "statistics per epoch",
         ))
-        layer = model.get_layer("attention")
-        reaching = keras.Model(model.inputs, layer.input)
         files.append(figures.distance_figure(
-            layer, reaching.predict(monitored, verbose=0),
+            model, monitored,
             os.path.join(output_dir,
                          f"attention_distance_classifier_{place}.png"),
             f"Classifier, {description}: attention distance on "
@@ -246,10 +244,8 @@ def _gan_figures(gans, dataset, output_dir):
          "discriminator"),
     )
     for model, inputs, name in monitored:
-        layer = model.get_layer("attention")
-        reaching = keras.Model(model.inputs, layer.input)
         files.append(figures.distance_figure(
-            layer, reaching.predict(inputs, verbose=0),
+            model, inputs,
             os.path.join(output_dir, f"attention_distance_{name}.png"),
             f"SAGAN {name}: attention distance on {MONITOR_EXAMPLES} "
             "inputs",

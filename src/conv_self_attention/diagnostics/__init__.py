@@ -14,6 +14,7 @@ from conv_self_attention.diagnostics.reaching import attention_layers
 from conv_self_attention.diagnostics.sampling import MAX_LOGITS
 from conv_self_attention.diagnostics.sampling import QueryPlan
 from conv_self_attention.diagnostics.sampling import key_coordinates
+from conv_self_attention.diagnostics.sampling import pairwise_distances
 from conv_self_attention.diagnostics.sampling import plan_query_sample
 from conv_self_attention.diagnostics.sampling import query_coordinates
 from conv_self_attention.diagnostics.sampling import sample_query_indices
@@ -33,6 +34,7 @@ __all__ = [
     "flat_statistics",
     "gamma_values",
     "key_coordinates",
+    "pairwise_distances",
     "plan_query_sample",
     "query_coordinates",
     "sample_query_indices",

@@ -123,6 +123,11 @@ def key_coordinates(spatial_shape, pool_size=None):
     return np.stack([axis.ravel() for axis in mesh], axis=-1)
 
 
+def pairwise_distances(query_positions, key_positions):
+    """`(N, M)` float32 Euclidean distances between query and key positions
+    (`query_coordinates`, `key_coordinates`), in input cells."""
+    offsets = query_positions[:, None] - key_positions[None]
+    return np.sqrt(np.sum(np.square(offsets), axis=-1)).astype("float32")
 
 
 def check_positive_int(name, value):

@@ -35,6 +35,7 @@ from conv_self_attention.diagnostics.reaching import inputs_per_layer
 from conv_self_attention.diagnostics.sampling import MAX_LOGITS
 from conv_self_attention.diagnostics.sampling import check_positive_int
 from conv_self_attention.diagnostics.sampling import key_coordinates
+from conv_self_attention.diagnostics.sampling import pairwise_distances
 from conv_self_attention.diagnostics.sampling import plan_query_sample
 from conv_self_attention.diagnostics.sampling import query_coordinates
 from conv_self_attention.diagnostics.sampling import sample_query_indices
@@ -139,7 +140,7 @@ def _layer_statistics(layer, inputs, per_head, sample_size, seed,
 def _run(layer, inputs, sample_size, seed, max_logits,
          collect_weights=False):
     """Accumulates every statistic over blocks of examples and queries."""
-    spatial = _spatial_shape(layer, inputs.shape)
+    spatial = layer._spatial_shape(inputs.shape)
     num_queries = math.prod(spatial)
     keys = key_coordinates(spatial, layer.pool_size)
     plan = plan_query_sample(
@@ -154,6 +155,7 @@ def _run(layer, inputs, sample_size, seed, max_logits,
         collect_weights) else None
     contribution = []
     every_query = len(rows) == num_queries
+    gamma = abs(float(ops.convert_to_numpy(layer.gamma.value)))
     for start in range(0, inputs.shape[0], plan.examples_per_step):
         batch = inputs[start : start + plan.examples_per_step]
         query, key, value, shortcut = (
@@ -174,7 +176,6 @@ def _run(layer, inputs, sample_size, seed, max_logits,
             ops.sum(ops.square(shortcut),
                     axis=tuple(range(1, len(shortcut.shape))))
         ))
-        gamma = abs(float(ops.convert_to_numpy(layer.gamma.value)))
         kept = shortcut_norm > 0
         contribution.extend(gamma * np.sqrt(attended[kept])
                             / shortcut_norm[kept])
@@ -182,7 +183,7 @@ def _run(layer, inputs, sample_size, seed, max_logits,
     sums["contribution"] = contribution
     if collect_weights:
         sums["weights"] /= inputs.shape[0] * layer.num_heads
-        sums["distances"] = _distances(queries[rows], keys)
+        sums["distances"] = pairwise_distances(queries[rows], keys)
     return sums
 
 
@@ -208,7 +209,7 @@ def _attended_squares(layer, probs, value):
 def _add_row_stats(sums, offset, probs, block_queries, keys):
     """Adds the entropy, distance and local mass of one block, per head."""
     num_keys = len(keys)
-    distance = ops.convert_to_tensor(_distances(block_queries, keys))
+    distance = ops.convert_to_tensor(pairwise_distances(block_queries, keys))
     chebyshev = np.abs(block_queries[:, None] - keys[None]).max(axis=-1)
     local = ops.convert_to_tensor((chebyshev <= 1.0).astype("float32"))
     safe = ops.where(probs > 0, probs, 1.0)
@@ -235,8 +236,3 @@ def _distances(query_positions, key_positions):
     offsets = query_positions[:, None] - key_positions[None]
     return np.sqrt(np.sum(np.square(offsets), axis=-1)).astype("float32")
 
-
-def _spatial_shape(layer, shape):
-    if layer.data_format == "channels_last":
-        return tuple(shape[1:-1])
-    return tuple(shape[2:])

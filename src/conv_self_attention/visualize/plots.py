@@ -138,8 +138,6 @@ def _as_image(image):
     return image
 
 
-
-
 def plot_attention_statistics(history, prefix="attention/", title=None):
     """Draws each attention layer's statistics over the epochs.
 
