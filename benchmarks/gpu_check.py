@@ -41,11 +41,10 @@ TOLERANCES = {
 
 def sample_queries(num_queries, count=SAMPLED_QUERIES, seed=0):
     """Sorted distinct query positions (all of them when there are fewer
-    than `count`)."""
-    if num_queries <= count:
-        return np.arange(num_queries)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(num_queries, size=count, replace=False))
+    than `count`): the diagnostics' seeded query sample."""
+    from conv_self_attention.diagnostics import sample_query_indices
+
+    return sample_query_indices(num_queries, count, seed)
 
 
 def _array(variable):
@@ -132,13 +131,6 @@ def tolerance(policy, device, case):
     return TOLERANCES[policy]
 
 
-def _capability(device):
-    text = device.get("compute_capability")
-    if not text:
-        return None
-    return tuple(int(part) for part in str(text).split("."))
-
-
 def expected_kernel(case, backend, device, shape, policy):
     """The kernel the layer must report for this case, as `kernel_fields`
     (None for the naive block, which has no kernel)."""
@@ -146,6 +138,7 @@ def expected_kernel(case, backend, device, shape, policy):
 
     from conv_self_attention.kernels import auto
     from conv_self_attention.kernels import chunked
+    from conv_self_attention.kernels.device import parse_capability
 
     if case == "naive":
         return None
@@ -158,7 +151,9 @@ def expected_kernel(case, backend, device, shape, policy):
         implementation = auto.select_implementation(
             backend=backend,
             platform=platform,
-            compute_capability=_capability(device),
+            compute_capability=parse_capability(
+                device.get("compute_capability")
+            ),
             dtype=keras.DTypePolicy(policy).compute_dtype,
             num_queries=positions,
             num_keys=positions,
