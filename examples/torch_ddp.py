@@ -155,5 +155,23 @@ def main(argv=None):
     dist.destroy_process_group()
 
 
+def exit_now(code=0):
+    """Ends the process without Python's interpreter shutdown.
+
+    Once DDP has used it, the process group outlives
+    `destroy_process_group`: gloo's worker threads still run after the DDP
+    module and the model are garbage-collected. A worker that frees its last
+    collective while Python shuts down cannot take the interpreter lock and
+    aborts the process ("terminate called without an active exception"):
+    10 of 47 three-process runs with torch 2.14 on a loaded 2-core machine.
+    Everything this script writes is closed by now; only the standard
+    streams need flushing.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
     main()
+    exit_now()

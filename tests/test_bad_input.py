@@ -5,6 +5,8 @@ piece of text the message must contain (the argument's name, or what about
 the inputs is wrong), so that a user can tell what to fix.
 """
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -133,6 +135,21 @@ def test_from_config_rejects(kwargs, error, text):
     config = {**SelfAttention2D().get_config(), **kwargs}
     with pytest.raises(error, match=text):
         SelfAttention2D.from_config(config)
+
+
+def test_numpy_integers_are_stored_as_python_ints():
+    # Sizes from a NumPy sweep are accepted, and stored so that the config
+    # still serializes to JSON (a `.keras` file's format).
+    layer = SelfAttention2D(
+        filters=np.int64(8), num_heads=np.int32(2),
+        key_channels=np.int64(4), pool_size=(np.int64(2), 2),
+        chunk_size=np.int16(64),
+    )
+    config = layer.get_config()
+    names = ("filters", "num_heads", "key_channels", "chunk_size")
+    assert [type(config[name]) for name in names] == [int] * 4
+    assert [type(size) for size in config["pool_size"]] == [int, int]
+    assert json.loads(json.dumps(config))["pool_size"] == [2, 2]
 
 
 def _floats(*shape):

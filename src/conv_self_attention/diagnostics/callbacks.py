@@ -5,8 +5,8 @@ import math
 import keras
 from keras import ops
 
+from conv_self_attention.checks import positive_int
 from conv_self_attention.diagnostics.reaching import attention_layers
-from conv_self_attention.diagnostics.sampling import check_positive_int
 from conv_self_attention.diagnostics.statistics import attention_statistics
 
 
@@ -103,18 +103,13 @@ class AttentionMonitor(keras.callbacks.Callback):
     def __init__(self, inputs, every=1, per_head=False, sample_size=None,
                  seed=0):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(
-                f"`every` must be a positive int. Received: every={every!r}"
-            )
         self.inputs = inputs
-        self.every = every
+        self.every = positive_int("every", every)
         self.options = {"per_head": per_head, "sample_size": sample_size,
                         "seed": seed}
         self._keys = ()
-        if sample_size is not None:
-            # Fails now rather than after the first epoch.
-            check_positive_int("sample_size", sample_size)
+        # Fails now rather than after the first epoch.
+        positive_int("sample_size", sample_size, allow_none=True)
 
     def measure(self):
         """The flat `{log key: value}` of the model's statistics now."""

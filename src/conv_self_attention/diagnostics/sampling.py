@@ -7,8 +7,8 @@ import collections
 
 import numpy as np
 
+from conv_self_attention.checks import positive_int
 from conv_self_attention.layers import key_value_grid
-from conv_self_attention.layers.grid import is_int
 from conv_self_attention.layers.grid import normalize_pool_size
 
 MAX_LOGITS = 2**28
@@ -57,9 +57,8 @@ def plan_query_sample(
                         ("num_queries", num_queries),
                         ("num_keys", num_keys),
                         ("max_logits", max_logits)):
-        check_positive_int(name, value)
-    if sample_size is not None:
-        check_positive_int("sample_size", sample_size)
+        positive_int(name, value)
+    positive_int("sample_size", sample_size, allow_none=True)
     row = num_heads * num_keys
     if row > max_logits:
         raise ValueError(
@@ -87,8 +86,8 @@ def sample_query_indices(num_queries, num_sampled, seed=0):
     `num_sampled` distinct indices drawn uniformly with
     `numpy.random.default_rng(seed)`.
     """
-    check_positive_int("num_queries", num_queries)
-    check_positive_int("sample_size", num_sampled)
+    positive_int("num_queries", num_queries)
+    positive_int("sample_size", num_sampled)
     if num_sampled >= num_queries:
         return np.arange(num_queries)
     rng = np.random.default_rng(seed)
@@ -129,10 +128,3 @@ def pairwise_distances(query_positions, key_positions):
     offsets = query_positions[:, None] - key_positions[None]
     return np.sqrt(np.sum(np.square(offsets), axis=-1)).astype("float32")
 
-
-def check_positive_int(name, value):
-    """Raises `ValueError` naming `name` unless `value` is a positive int."""
-    if not (is_int(value) or isinstance(value, np.integer)) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive int. Received: {name}={value!r}"
-        )

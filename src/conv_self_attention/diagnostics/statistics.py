@@ -31,9 +31,9 @@ import math
 import numpy as np
 from keras import ops
 
+from conv_self_attention.checks import positive_int
 from conv_self_attention.diagnostics.reaching import inputs_per_layer
 from conv_self_attention.diagnostics.sampling import MAX_LOGITS
-from conv_self_attention.diagnostics.sampling import check_positive_int
 from conv_self_attention.diagnostics.sampling import key_coordinates
 from conv_self_attention.diagnostics.sampling import pairwise_distances
 from conv_self_attention.diagnostics.sampling import plan_query_sample
@@ -83,9 +83,8 @@ def attention_statistics(
     print(stats["self_attention2d"]["mean_distance"])
     ```
     """
-    if sample_size is not None:
-        check_positive_int("sample_size", sample_size)
-    check_positive_int("max_logits", max_logits)
+    positive_int("sample_size", sample_size, allow_none=True)
+    positive_int("max_logits", max_logits)
     options = {"per_head": per_head, "sample_size": sample_size,
                "seed": seed, "max_logits": max_logits}
     return {

@@ -28,6 +28,7 @@ import collections
 
 import keras
 
+from conv_self_attention.checks import positive_int
 from conv_self_attention.kernels.auto import flash_eligible
 from conv_self_attention.kernels.auto import select_implementation
 from conv_self_attention.kernels.chunked import BlockPlan
@@ -47,19 +48,6 @@ def validate_implementation(implementation):
             "Invalid value for argument `attention_implementation`. Expected "
             f"one of {IMPLEMENTATIONS}. Received: "
             f"attention_implementation={implementation!r}"
-        )
-
-
-def validate_chunk_size(chunk_size):
-    """Raises `ValueError` unless `chunk_size` is `None` or a positive int."""
-    if chunk_size is not None and (
-        not isinstance(chunk_size, int)
-        or isinstance(chunk_size, bool)
-        or chunk_size < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `chunk_size`. Expected `None` or a "
-            f"positive int. Received: chunk_size={chunk_size!r}"
         )
 
 
@@ -112,7 +100,7 @@ def plan_attention(
             is not `None` or a positive int.
     """
     validate_implementation(implementation)
-    validate_chunk_size(chunk_size)
+    chunk_size = positive_int("chunk_size", chunk_size, allow_none=True)
     device = find_device(query)
     inputs = _describe_inputs(query, key, value, device)
     if return_scores:

@@ -9,7 +9,7 @@ import math
 
 import keras
 
-from conv_self_attention.layers.grid import is_int
+from conv_self_attention.checks import positive_int
 
 DATA_FORMATS = ("channels_last", "channels_first")
 
@@ -19,21 +19,8 @@ def default_channels(channels, num_heads):
     return max(1, math.ceil(channels / num_heads)) * num_heads
 
 
-def positive_int(name, value):
-    if not is_int(value) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a positive int. "
-            f"Received: {name}={value!r}"
-        )
-    return value
-
-
-def optional_positive_int(name, value):
-    return None if value is None else positive_int(name, value)
-
-
 def head_multiple(name, value, num_heads):
-    value = optional_positive_int(name, value)
+    value = positive_int(name, value, allow_none=True)
     if value is not None and value % num_heads:
         raise ValueError(
             f"Invalid value for argument `{name}`. Expected a multiple of "

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from conv_self_attention import kernels
+from conv_self_attention.checks import positive_int
 from conv_self_attention.layers import arguments
 from conv_self_attention.layers.grid import key_value_grid
 from conv_self_attention.layers.grid import normalize_pool_size
@@ -151,8 +152,8 @@ class BaseSelfAttention(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.rank = rank
-        self.filters = arguments.optional_positive_int("filters", filters)
-        self.num_heads = arguments.positive_int("num_heads", num_heads)
+        self.filters = positive_int("filters", filters, allow_none=True)
+        self.num_heads = positive_int("num_heads", num_heads)
         self.key_channels = arguments.head_multiple(
             "key_channels", key_channels, self.num_heads
         )
@@ -177,9 +178,10 @@ class BaseSelfAttention(keras.layers.Layer):
         )
         self.data_format = arguments.data_format(data_format)
         kernels.validate_implementation(attention_implementation)
-        kernels.validate_chunk_size(chunk_size)
         self.attention_implementation = attention_implementation
-        self.chunk_size = chunk_size
+        self.chunk_size = positive_int(
+            "chunk_size", chunk_size, allow_none=True
+        )
         self._last_kernel = None
         self.kernel_initializer = arguments.keras_object(
             keras.initializers.get, "kernel_initializer", kernel_initializer

@@ -2,6 +2,8 @@
 
 import math
 
+from conv_self_attention.checks import is_int
+
 
 def normalize_pool_size(pool_size, rank):
     """Returns `pool_size` as a `rank`-tuple of positive ints, or `None`.
@@ -27,7 +29,7 @@ def normalize_pool_size(pool_size, rank):
             f"positive int or a tuple of {rank} positive ints. "
             f"Received: pool_size={pool_size!r}"
         )
-    return values
+    return tuple(int(value) for value in values)
 
 
 def key_value_grid(spatial_shape, pool_size=None):
@@ -66,8 +68,3 @@ def num_positions(spatial_shape):
     if any(size is None for size in spatial_shape):
         return None
     return math.prod(spatial_shape)
-
-
-def is_int(value):
-    """True for a Python int that is not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool)

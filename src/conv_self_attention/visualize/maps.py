@@ -15,6 +15,7 @@ import math
 import keras
 import numpy as np
 
+from conv_self_attention.checks import is_int
 from conv_self_attention.layers import BaseSelfAttention
 from conv_self_attention.layers import key_value_grid
 from conv_self_attention.layers.grid import normalize_pool_size
@@ -66,7 +67,7 @@ def query_position(index, spatial_shape):
     """
     spatial_shape = _int_tuple("spatial_shape", spatial_shape)
     size = math.prod(spatial_shape)
-    if not _is_int(index) or not 0 <= index < size:
+    if not is_int(index) or not 0 <= index < size:
         raise ValueError(
             f"`index` must be an int in `[0, {size})` for "
             f"`spatial_shape={spatial_shape}`. Received: index={index!r}"
@@ -114,7 +115,7 @@ def attention_maps(
         )
     if query is None:
         return scores.reshape(scores.shape[:2] + spatial_shape + grid)
-    if not _is_int(query):
+    if not is_int(query):
         query = query_index(query, spatial_shape)
     else:
         query_position(query, spatial_shape)  # Validates the index.
@@ -242,13 +243,9 @@ def _int_tuple(name, value):
         values = tuple(value)
     except TypeError:
         values = None
-    if not values or not all(_is_int(v) for v in values):
+    if not values or not all(is_int(v) for v in values):
         raise ValueError(
             f"`{name}` must be a non-empty tuple of ints. "
             f"Received: {name}={value!r}"
         )
     return tuple(int(v) for v in values)
-
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

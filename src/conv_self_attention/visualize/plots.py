@@ -7,6 +7,7 @@ imported only when a plot is drawn.
 import keras
 import numpy as np
 
+from conv_self_attention.checks import positive_int
 from conv_self_attention.diagnostics import STATISTICS
 from conv_self_attention.diagnostics import attention_distances
 from conv_self_attention.visualize.maps import _resolve_grid
@@ -237,10 +238,7 @@ def plot_attention_distance(layer, inputs, *, bins=20, sample_size=None,
     """
     import matplotlib.pyplot as plt
 
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(
-            f"`bins` must be a positive int. Received: bins={bins!r}"
-        )
+    bins = positive_int("bins", bins)
     distances, weights = attention_distances(
         layer, inputs, sample_size=sample_size, seed=seed
     )
