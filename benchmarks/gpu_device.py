@@ -178,5 +178,3 @@ def host_info():
     except (ValueError, OSError, AttributeError):
         info["memory_gib"] = None
     return info
-
-

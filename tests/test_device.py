@@ -184,4 +184,3 @@ def test_torch_devices(monkeypatch):
     monkeypatch.setattr(torch.version, "hip", "6.3")
     assert device._torch_device(cuda) == device.Device("rocm", None)
     assert device._torch_device(torch.device("mps")) == ("mps", None)
-

@@ -179,4 +179,3 @@ class SpectralDense(_SpectralNorm):
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
-

@@ -127,4 +127,3 @@ def pairwise_distances(query_positions, key_positions):
     (`query_coordinates`, `key_coordinates`), in input cells."""
     offsets = query_positions[:, None] - key_positions[None]
     return np.sqrt(np.sum(np.square(offsets), axis=-1)).astype("float32")
-

@@ -234,4 +234,3 @@ def _per_head(values):
 def _distances(query_positions, key_positions):
     offsets = query_positions[:, None] - key_positions[None]
     return np.sqrt(np.sum(np.square(offsets), axis=-1)).astype("float32")
-
