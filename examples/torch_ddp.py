@@ -163,7 +163,7 @@ def exit_now(code=0):
     module and the model are garbage-collected. A worker that frees its last
     collective while Python shuts down cannot take the interpreter lock and
     aborts the process ("terminate called without an active exception"):
-    10 of 47 three-process runs with torch 2.14 on a loaded 2-core machine.
+    2 of 20 three-process runs with torch 2.14 on a loaded 2-core machine.
     Everything this script writes is closed by now; only the standard
     streams need flushing.
     """
