@@ -134,10 +134,6 @@ def test_spectral_conv_converges_to_unit_spectral_norm():
     assert layer.compute_output_shape((None, 6, 6, 4)) == (None, 6, 6, 8)
 
 
-def _weights(model):
-    return [ops.convert_to_numpy(w.value).copy() for w in model.weights]
-
-
 def test_gan_step_updates_each_network_in_its_own_step():
     """The backend-neutral trainer: D's step leaves G's weights alone and
     G's step leaves D's trainable weights alone, on every backend."""

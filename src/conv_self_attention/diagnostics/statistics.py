@@ -229,8 +229,3 @@ def _add_row_stats(sums, offset, probs, block_queries, keys):
 def _per_head(values):
     """Sums `(B, h, n)` over examples and queries to `(h,)`, in float64."""
     return ops.convert_to_numpy(values).astype("float64").sum(axis=(0, 2))
-
-
-def _distances(query_positions, key_positions):
-    offsets = query_positions[:, None] - key_positions[None]
-    return np.sqrt(np.sum(np.square(offsets), axis=-1)).astype("float32")
