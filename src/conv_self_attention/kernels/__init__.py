@@ -28,6 +28,7 @@ import collections
 
 import keras
 
+from conv_self_attention.checks import is_int
 from conv_self_attention.checks import positive_int
 from conv_self_attention.kernels.auto import flash_eligible
 from conv_self_attention.kernels.auto import select_implementation
@@ -242,7 +243,7 @@ def _describe_inputs(query, key, value, device):
         "dtype": dtype,
         "num_queries": num_queries,
         "num_keys": key.shape[1],
-        "batch_heads": batch * heads if isinstance(batch, int) else None,
+        "batch_heads": batch * heads if is_int(batch) else None,
         "key_width": key_width,
         "value_width": value.shape[-1],
     }

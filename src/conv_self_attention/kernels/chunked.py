@@ -16,6 +16,8 @@ import importlib
 import keras
 from keras import ops
 
+from conv_self_attention.checks import is_int
+
 # Logit elements per block, over the whole batch and all heads, that the
 # default chunk size aims at, per device platform.
 # CPU: 2**21 float32 (8 MiB). Measured on 2 CPU cores (batch 4, 64x64 and
@@ -83,7 +85,7 @@ def plan_blocks(
     Returns:
         A `BlockPlan(chunk_size, per_image)`; `chunk_size` a Python int.
     """
-    batch_known = _is_size(batch)
+    batch_known = is_int(batch)
     if chunk_size is None:
         chunk_size, per_image = _default_blocks(
             num_queries, num_keys, batch if batch_known else None, heads,
@@ -91,7 +93,7 @@ def plan_blocks(
         )
     else:
         per_image = not batch_known
-    if _is_size(num_queries):
+    if is_int(num_queries):
         # A block larger than N would only pad N with wasted rows.
         chunk_size = max(1, min(chunk_size, num_queries))
     return BlockPlan(int(chunk_size), per_image)
@@ -101,9 +103,9 @@ def _default_blocks(num_queries, num_keys, batch, heads, platform):
     smallest, unknown, largest = (
         CPU_CHUNK_RANGE if platform == "cpu" else ACCELERATOR_CHUNK_RANGE
     )
-    if not _is_size(num_keys):
+    if not is_int(num_keys):
         return unknown, batch is None
-    if _is_size(num_queries):
+    if is_int(num_queries):
         smallest = min(smallest, num_queries)
     budget = block_elements(platform)
     if batch is not None:
@@ -118,11 +120,6 @@ def _round_chunk(chunk_size):
     if chunk_size < CHUNK_MULTIPLE:
         return chunk_size
     return chunk_size // CHUNK_MULTIPLE * CHUNK_MULTIPLE
-
-
-def _is_size(value):
-    """A static size: a Python int, not `None` or a symbolic dimension."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def chunked_attention(query, key, value, scale, plan):
