@@ -105,11 +105,11 @@ class AttentionMonitor(keras.callbacks.Callback):
         super().__init__()
         self.inputs = inputs
         self.every = positive_int("every", every)
+        # Checked now rather than after the first epoch.
+        sample_size = positive_int("sample_size", sample_size, allow_none=True)
         self.options = {"per_head": per_head, "sample_size": sample_size,
                         "seed": seed}
         self._keys = ()
-        # Fails now rather than after the first epoch.
-        positive_int("sample_size", sample_size, allow_none=True)
 
     def measure(self):
         """The flat `{log key: value}` of the model's statistics now."""

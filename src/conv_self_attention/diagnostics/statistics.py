@@ -122,7 +122,7 @@ def _layer_statistics(layer, inputs, per_head, sample_size, seed,
                       max_logits):
     result = _run(layer, inputs, sample_size, seed, max_logits)
     per_query = result["count"]
-    stats = {"gamma": float(ops.convert_to_numpy(layer.gamma.value))}
+    stats = {"gamma": result["gamma"]}
     contribution = result["contribution"]
     stats["contribution"] = (
         float(np.mean(contribution)) if len(contribution) else math.nan
@@ -154,7 +154,7 @@ def _run(layer, inputs, sample_size, seed, max_logits,
         collect_weights) else None
     contribution = []
     every_query = len(rows) == num_queries
-    gamma = abs(float(ops.convert_to_numpy(layer.gamma.value)))
+    gamma = float(ops.convert_to_numpy(layer.gamma.value))
     for start in range(0, inputs.shape[0], plan.examples_per_step):
         batch = inputs[start : start + plan.examples_per_step]
         query, key, value, shortcut = (
@@ -176,10 +176,11 @@ def _run(layer, inputs, sample_size, seed, max_logits,
                     axis=tuple(range(1, len(shortcut.shape))))
         ))
         kept = shortcut_norm > 0
-        contribution.extend(gamma * np.sqrt(attended[kept])
+        contribution.extend(abs(gamma) * np.sqrt(attended[kept])
                             / shortcut_norm[kept])
     sums["count"] = inputs.shape[0] * len(rows)
     sums["contribution"] = contribution
+    sums["gamma"] = gamma
     if collect_weights:
         sums["weights"] /= inputs.shape[0] * layer.num_heads
         sums["distances"] = pairwise_distances(queries[rows], keys)
