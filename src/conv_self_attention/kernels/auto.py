@@ -60,9 +60,9 @@ C/8, v C/2; `lowp` is `fused` fed the compute dtype; chunk sizes in [ ]:
 | torch bf16 256²2| 73 (64)  |          | 202      |               | 21 (.2)  |
 
 float16 measured as bfloat16 (`lowp` 4.6 ms JAX, 7.7 ms torch at 128²).
-The `dense` limit on GPU, 2**28 logits, keeps `dense` at 32² batch 32 and
+The `dense` limit on GPU, `2**28` logits, keeps `dense` at 32² batch 32 and
 64² batch 16 (where it wins, at the naive block's memory) and leaves
-128² batch 8 (2**31) to the memory-bounded kernels. torch's `chunked`
+128² batch 8 (`2**31`) to the memory-bounded kernels. torch's `chunked`
 was measured before its blocks were sized per device; `auto` never picks
 it on torch.
 """

@@ -80,7 +80,7 @@ class BaseSelfAttention(keras.layers.Layer):
             kernel in the compute dtype; elsewhere it computes in float32.
         chunk_size: query positions per block of the chunked kernel.
             Defaults to `None`: blocks within a device budget for any batch
-            (2**21 logits on a CPU, 2**27 on a GPU; `plan_blocks` in
+            (`2**21` logits on a CPU, `2**27` on a GPU; `plan_blocks` in
             `kernels.chunked`). An explicit value is honoured past it.
         kernel_initializer: initializer of the 1x1 convolution kernels.
             Defaults to `"glorot_uniform"`.
