@@ -24,7 +24,7 @@ kernel's dtype and the chunked kernel's blocks into a `KernelCall`, and
 `KernelCall` of their latest call as `layer.last_kernel`.
 """
 
-import collections
+import typing
 
 import keras
 
@@ -36,6 +36,7 @@ from conv_self_attention.kernels.chunked import BlockPlan
 from conv_self_attention.kernels.chunked import chunked_attention
 from conv_self_attention.kernels.chunked import plan_blocks
 from conv_self_attention.kernels.dense import dense_attention
+from conv_self_attention.kernels.device import Device
 from conv_self_attention.kernels.device import find_device
 from conv_self_attention.kernels.fused import fused_attention
 
@@ -52,23 +53,38 @@ def validate_implementation(implementation):
         )
 
 
-KernelCall = collections.namedtuple(
-    "KernelCall",
-    ["implementation", "chunk_size", "per_image", "flash", "device"],
-)
-KernelCall.__doc__ = """Which kernel an attention call runs, and how.
+class KernelCall(typing.NamedTuple):
+    """Which kernel an attention call runs, and how.
 
-Attributes:
-    implementation: the concrete kernel, `"dense"`, `"chunked"` or
-        `"fused"` (never `"auto"`).
-    chunk_size: query positions per block of the chunked kernel (a Python
-        int), `None` for the other kernels.
-    per_image: whether the chunked kernel's blocks hold one image at a
-        time (`chunked.plan_blocks`); `False` for the other kernels.
-    flash: whether `fused` feeds q, k and v in the compute dtype to a
-        flash kernel (`auto.flash_eligible`); `False` otherwise.
-    device: the `device.Device` the computation runs on.
-"""
+    `layer.last_kernel` holds the one of a layer's latest call;
+    `plan_attention` returns it without running the call.
+
+    Attributes:
+        implementation: the concrete kernel, `"dense"`, `"chunked"` or
+            `"fused"` (never `"auto"`).
+        chunk_size: query positions per block of the chunked kernel (a
+            Python int), `None` for the other kernels.
+        per_image: whether the chunked kernel's blocks hold one image at a
+            time (`chunked.plan_blocks`); `False` for the other kernels.
+        flash: whether `fused` feeds q, k and v in the compute dtype to a
+            flash kernel (`auto.flash_eligible`); `False` otherwise.
+        device: the `device.Device` the computation runs on.
+
+    Example:
+
+    ```python
+    >>> layer = SelfAttention2D(attention_implementation="chunked")
+    >>> _ = layer(np.zeros((1, 8, 8, 16), "float32"))
+    >>> layer.last_kernel.implementation, layer.last_kernel.per_image
+    ('chunked', False)
+    ```
+    """
+
+    implementation: str
+    chunk_size: int | None
+    per_image: bool
+    flash: bool
+    device: Device
 
 
 def plan_attention(
