@@ -50,19 +50,23 @@ def _whole_batch(query, key, value, scale, chunk_size):
         # Transposed once here so that no per-block matmul transposes a
         # large operand (TF's CPU batch matmul copies transposed inputs).
         key_t = tf.linalg.matrix_transpose(key)
-        out_blocks, lse_blocks = tf.map_fn(
+        # One output per block, the output and its log-sum-exp side by
+        # side: a loop whose outputs differ in shape needs TensorLists that
+        # LiteRT cannot hold (its converter then fails or emits Flex ops).
+        packed = tf.map_fn(
             lambda block: _block_forward(block, key_t, value),
             blocks,
-            fn_output_signature=(tf.float32, tf.float32),
+            fn_output_signature=tf.float32,
             parallel_iterations=_PARALLEL_ITERATIONS,
         )
-        out = _merge_blocks(out_blocks, tf.shape(query)[2])
+        out_blocks, lse_blocks = packed[..., :-1], packed[..., -1:]
+        out = _merge_blocks(out_blocks, _length(query))
 
         def grad(grad_out):
             residuals = (blocks, key_t, key, value, out_blocks, lse_blocks)
             grad_out = _split_blocks(grad_out, chunk_size)
             grad_query, grad_key, grad_value = _backward(residuals, grad_out)
-            grad_query = _merge_blocks(grad_query, tf.shape(query)[2])
+            grad_query = _merge_blocks(grad_query, _length(query))
             if scale != 1.0:
                 grad_query = grad_query * scale
             return grad_query, grad_key, grad_value
@@ -72,38 +76,47 @@ def _whole_batch(query, key, value, scale, chunk_size):
     return attend(query, key, value)
 
 
+def _length(tensor):
+    """N, static where known: exported loops then have a fixed count."""
+    length = tensor.shape[2]
+    return tf.shape(tensor)[2] if length is None else length
+
+
 def _split_blocks(tensor, chunk_size):
     """`(B, h, N, d)` zero-padded to whole blocks, `(blocks, B, h, c, d)`."""
-    shape = tf.shape(tensor)
-    length = shape[2]
+    length = _length(tensor)
     num_blocks = (length + chunk_size - 1) // chunk_size
     padding = num_blocks * chunk_size - length
     tensor = tf.pad(tensor, [[0, 0], [0, 0], [0, padding], [0, 0]])
     tensor = tf.reshape(
-        tensor, [shape[0], shape[1], num_blocks, chunk_size, tensor.shape[-1]]
+        tensor,
+        [-1, tensor.shape[1], num_blocks, chunk_size, tensor.shape[-1]],
     )
     return tf.transpose(tensor, [2, 0, 1, 3, 4])
 
 
 def _merge_blocks(blocks, length):
     """Inverse of `_split_blocks`: back to `(B, h, N, d)`."""
-    shape = tf.shape(blocks)
     tensor = tf.transpose(blocks, [1, 2, 0, 3, 4])
+    num_blocks, _, _, chunk_size, width = blocks.shape
+    if num_blocks is None:
+        num_blocks = tf.shape(blocks)[0]
     tensor = tf.reshape(
-        tensor, [shape[1], shape[2], shape[0] * shape[3], blocks.shape[-1]]
+        tensor, [-1, blocks.shape[2], num_blocks * chunk_size, width]
     )
     return tensor[:, :, :length]
 
 
 def _block_forward(query, key_t, value):
-    """One block: output and row log-sum-exp (the backward pass needs it)."""
+    """One block: output and row log-sum-exp (the backward pass needs it),
+    concatenated on the last axis, `(B, h, c, dv + 1)`."""
     logits = tf.matmul(query, key_t)
     row_max = tf.reduce_max(logits, axis=-1, keepdims=True)
     weights = tf.exp(logits - row_max)
     row_sum = tf.reduce_sum(weights, axis=-1, keepdims=True)
     # Normalising the (block, dv) output is cheaper than the (block, M) P.
     out = tf.matmul(weights, value) / row_sum
-    return out, row_max + tf.math.log(row_sum)
+    return tf.concat([out, row_max + tf.math.log(row_sum)], axis=-1)
 
 
 def _block_backward(query, key_t, key, value_t, out, lse, grad):

@@ -1,0 +1,101 @@
+"""Runs exported artifacts in their own runtime, in a process that imports
+neither Keras nor conv_self_attention (the test checks `sys.modules`).
+
+Usage: `python export_runner.py RUNTIME MANIFEST`, where RUNTIME is
+`saved_model`, `onnx`, `litert` or `torch` and MANIFEST a JSON list of
+`{"artifact": path, "inputs": npz path, "outputs": npz path}`. Every array
+of an inputs file is fed on its own (a batch of 2, then of 1, through one
+loaded artifact, so the batch stays dynamic); the outputs file gets the
+results under the same names, or `error` with the runtime's message. One
+process runs all artifacts of one runtime.
+"""
+
+import json
+import sys
+
+import numpy as np
+
+
+def _saved_model(path):
+    import tensorflow as tf
+
+    # Kept referenced: the endpoint's variables die with the loaded object.
+    loaded = tf.saved_model.load(path)
+    return lambda x: loaded.serve(tf.constant(x)).numpy()
+
+
+def _onnx(path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        path, providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def _litert(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+
+    def run(x):
+        # A new batch size means resizing the input and reallocating.
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, x.shape, strict=False)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        output = interpreter.get_output_details()[0]["index"]
+        return interpreter.get_tensor(output).copy()
+
+    return run
+
+
+def _torch(path):
+    import torch
+
+    module = torch.export.load(path).module()
+    return lambda x: module(torch.from_numpy(x)).detach().numpy()
+
+
+LOADERS = {
+    "saved_model": _saved_model,
+    "onnx": _onnx,
+    "litert": _litert,
+    "torch": _torch,
+}
+
+
+def run_one(load, entry):
+    results = {}
+    try:
+        run = load(entry["artifact"])
+        with np.load(entry["inputs"]) as inputs:
+            for name in inputs.files:
+                results[name] = np.asarray(run(inputs[name]))
+    except Exception as error:  # noqa: BLE001 - reported to the test
+        results["error"] = np.array(f"{type(error).__name__}: {error}")
+    np.savez(entry["outputs"], **results)
+
+
+def main(runtime, manifest):
+    # TensorFlow imports Keras when present; the artifacts must not need it
+    # (nor the package), so importing either here fails.
+    for name in ("keras", "conv_self_attention"):
+        sys.modules[name] = None
+    load = LOADERS[runtime]
+    with open(manifest) as file:
+        entries = json.load(file)
+    for entry in entries:
+        run_one(load, entry)
+    leaked = sorted(
+        name
+        for name in ("keras", "conv_self_attention")
+        if sys.modules.get(name) is not None
+    )
+    print(json.dumps({"imported": leaked}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
