@@ -85,6 +85,24 @@ def sample_query_indices(num_queries, num_sampled, seed=0):
     All of `range(num_queries)` when `num_sampled >= num_queries`, else
     `num_sampled` distinct indices drawn uniformly with
     `numpy.random.default_rng(seed)`.
+
+    Args:
+        num_queries: the number of query positions `N` of the map.
+        num_sampled: how many to draw (`plan_query_sample`'s sample size).
+        seed: the seed of the NumPy generator. Defaults to `0`.
+
+    Returns:
+        A sorted NumPy int array of at most `num_sampled` indices.
+
+    Example:
+
+    ```python
+    >>> from conv_self_attention.diagnostics import sample_query_indices
+    >>> sample_query_indices(4, 8)
+    array([0, 1, 2, 3])
+    >>> len(sample_query_indices(1024, 16, seed=1))
+    16
+    ```
     """
     positive_int("num_queries", num_queries)
     positive_int("sample_size", num_sampled)
