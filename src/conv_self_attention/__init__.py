@@ -51,6 +51,7 @@ from conv_self_attention.layers import SelfAttention2D
 from conv_self_attention.layers import SelfAttention3D
 from conv_self_attention.layers import SelfAttention_Conv2D
 from conv_self_attention.layers import key_value_grid
+from conv_self_attention.layers import use_attention_kernel
 from conv_self_attention.visualize import attention_maps
 from conv_self_attention.visualize import attention_scores_model
 from conv_self_attention.visualize import plot_attention_distance
@@ -74,6 +75,7 @@ __all__ = [
     "plot_attention_distance",
     "plot_attention_maps",
     "plot_attention_statistics",
+    "use_attention_kernel",
 ]
 
 # The only place the version is written: the build reads this literal

@@ -11,6 +11,7 @@ from conv_self_attention.layers import arguments
 from conv_self_attention.layers.grid import key_value_grid
 from conv_self_attention.layers.grid import normalize_pool_size
 from conv_self_attention.layers.grid import num_positions
+from conv_self_attention.layers.kernel_choice import current_kernel
 from conv_self_attention.layers.projection import PointwiseProjection
 
 
@@ -396,10 +397,10 @@ class BaseSelfAttention(keras.layers.Layer):
         scale = 1.0
         if self.use_scale:
             scale = 1.0 / math.sqrt(query.shape[-1])
+        implementation, chunk_size = current_kernel(self)
         self._last_kernel = kernels.plan_attention(
-            query, key, value, implementation=self.attention_implementation,
-            chunk_size=self.chunk_size,
-            return_scores=self.return_attention_scores,
+            query, key, value, implementation=implementation,
+            chunk_size=chunk_size, return_scores=self.return_attention_scores,
         )
         return kernels.run_attention(
             self._last_kernel, query, key, value, scale=scale,
