@@ -41,32 +41,55 @@ def _terms(layer, inputs):
     attended = reference.project(
         layer.output_projection, context.reshape(batch, context.shape[1], -1)
     )
+    # Head j's share: its value channels times its rows of the kernel.
+    kernel, _ = reference.projection_weights(layer.output_projection)
+    kernel = kernel.reshape(heads, context.shape[-1], -1)
+    shares = np.einsum("bnhd,hdf->bhnf", context, kernel).reshape(
+        batch, heads, -1)
     shortcut = x
     if layer.shortcut_projection is not None:
         shortcut = reference.project(layer.shortcut_projection, x)
-    return scores, attended.reshape(batch, -1), shortcut.reshape(batch, -1)
+    return (scores, attended.reshape(batch, -1), shortcut.reshape(batch, -1),
+            shares)
 
 
-def _positions(spatial, pool_size):
-    """Query and key positions; a key at the centre of its pooled window.
+def _windows(spatial, pool_size):
+    """Query positions, and each key's first and last covered input cell.
 
     Max-pooling a coordinate ramp gives a window's last covered cell, and
-    max-pooling its negative the first (padding is -inf): the mean of the
-    covered cells lies halfway.
+    max-pooling its negative the first (padding is -inf).
     """
     rank = len(spatial)
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in spatial],
                                 indexing="ij"), axis=-1).astype("float64")
     queries = grid.reshape(-1, rank)
     if pool_size is None:
-        return queries, queries
+        return queries, queries, queries
     last = reference.max_pool_same(grid[None], pool_size)[0]
     first = -reference.max_pool_same(-grid[None], pool_size)[0]
-    return queries, ((first + last) / 2).reshape(-1, rank)
+    return queries, first.reshape(-1, rank), last.reshape(-1, rank)
+
+
+def _positions(spatial, pool_size):
+    """Query and key positions; a key halfway across its covered cells."""
+    queries, first, last = _windows(spatial, pool_size)
+    return queries, (first + last) / 2
+
+
+def _local(spatial, pool_size, rows):
+    """`(n, M)`: the query is at most one pool from the key's cells on
+    every axis, i.e. in the key's window or a neighbouring one (middle
+    windows are full, so two windows away is more than a pool)."""
+    queries, first, last = _windows(spatial, pool_size)
+    pools = np.ones(len(spatial)) if pool_size is None else np.broadcast_to(
+        pool_size, (len(spatial),))
+    point = queries[rows][:, None]
+    gap = np.maximum(first[None] - point, point - last[None]).clip(min=0)
+    return (gap <= pools).all(-1)
 
 
 def _reference_statistics(layer, inputs, rows=None):
-    scores, attended, shortcut = _terms(layer, inputs)
+    scores, attended, shortcut, shares = _terms(layer, inputs)
     rank = layer.rank
     x_shape = np.shape(inputs)
     spatial = (x_shape[1 : 1 + rank] if layer.data_format == "channels_last"
@@ -76,7 +99,9 @@ def _reference_statistics(layer, inputs, rows=None):
     probs = scores[:, :, rows]
     offsets = queries[rows][:, None] - keys[None]
     distance = np.sqrt((offsets**2).sum(-1))
-    local = np.abs(offsets).max(-1) <= 1
+    local = _local(spatial, layer.pool_size, rows)
+    mean = scores.mean(axis=2, keepdims=True)
+    dependence = 0.5 * np.abs(probs - mean).sum(-1)
     num_keys = keys.shape[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         plogp = np.where(probs > 0, probs * np.log(probs), 0.0)
@@ -85,7 +110,8 @@ def _reference_statistics(layer, inputs, rows=None):
     gamma = float(layer.gamma.numpy())
     norms = np.linalg.norm(shortcut, axis=1)
     kept = norms > 0
-    return {
+    head_norms = np.linalg.norm(shares, axis=2)[kept] / norms[kept, None]
+    expected = {
         "gamma": gamma,
         "contribution": np.mean(
             abs(gamma) * np.linalg.norm(attended, axis=1)[kept] / norms[kept]
@@ -93,9 +119,19 @@ def _reference_statistics(layer, inputs, rows=None):
         "entropy": entropy.mean(),
         "mean_distance": (probs * distance).sum(-1).mean(),
         "local_mass": (probs * local).sum(-1).mean(),
-        "entropy/head_0": entropy[:, 0].mean(),
-        "mean_distance/head_0": (probs * distance).sum(-1)[:, 0].mean(),
+        "query_dependence": dependence.mean(),
     }
+    for head in range(layer.num_heads):
+        expected.update({
+            f"contribution/head_{head}": abs(gamma) * np.mean(
+                head_norms[:, head]),
+            f"entropy/head_{head}": entropy[:, head].mean(),
+            f"mean_distance/head_{head}": (
+                probs * distance).sum(-1)[:, head].mean(),
+            f"local_mass/head_{head}": (probs * local).sum(-1)[:, head].mean(),
+            f"query_dependence/head_{head}": dependence[:, head].mean(),
+        })
+    return expected
 
 
 def _check(actual, expected, tolerance=1e-5):
@@ -123,6 +159,8 @@ CASES = [
     (2, (2, 5, 6, 8), {"num_heads": 2, "gamma": 0.3}),
     (2, (2, 5, 7, 8), {"pool_size": (2, 3), "filters": 4, "use_scale": True}),
     (2, (2, 8, 5, 6), {"data_format": "channels_first", "pool_size": 2}),
+    (2, (2, 7, 6, 8), {"num_heads": 2, "pool_size": 3, "use_bias": True,
+                       "spectral_norm": True}),
     (3, (1, 3, 4, 5, 8), {"num_heads": 2, "pool_size": 2, "gamma": -0.5}),
 ]
 
@@ -131,24 +169,32 @@ CASES = [
 def test_statistics_match_the_numpy_reference(rank, shape, kwargs):
     layer, x = _layer(rank, shape, **{"gamma": 0.5, **kwargs})
     stats = attention_statistics(layer, x, per_head=True)[layer.name]
-    assert set(diagnostics.STATISTICS) <= set(stats)
-    _check(stats, _reference_statistics(layer, x))
+    expected = _reference_statistics(layer, x)
+    assert set(stats) == set(expected)
+    assert stats.sample_size == np.prod(shape[1:-1] if kwargs.get(
+        "data_format") is None else shape[2:])
+    _check(stats, expected)
 
 
 def test_sample_matches_the_full_computation_on_its_queries():
     layer, x = _layer(2, (3, 6, 6, 8), num_heads=2, pool_size=2, gamma=0.5)
     rows = diagnostics.sample_query_indices(36, 10, seed=3)
     assert len(rows) == 10 and len(set(rows.tolist())) == 10
-    sampled = attention_statistics(layer, x, sample_size=10, seed=3)
+    sampled = attention_statistics(layer, x, sample_size=10, seed=3,
+                                   per_head=True)
+    assert sampled[layer.name].sample_size == 10
     expected = _reference_statistics(layer, x, rows=rows)
     _check(sampled[layer.name], expected)
-    # A budget of a few query rows forces blocks of examples and queries
-    # and a sample of one query; the contribution stays exact.
-    tiny = attention_statistics(layer, x, max_logits=2 * 9 * 2, seed=3)
-    plan = diagnostics.plan_query_sample(3, 2, 36, 9, max_logits=36)
-    assert plan == (1, 2, 1)
-    rows = diagnostics.sample_query_indices(36, 1, seed=3)
-    _check(tiny[layer.name], _reference_statistics(layer, x, rows=rows))
+    # A budget of a few query rows forces blocks of one example and one
+    # query; the sample, the contribution and the query dependence (whose
+    # mean distributions are over every query) stay the same.
+    floats = diagnostics.sampling.BLOCK_ARRAYS * 2 * 9
+    plan = diagnostics.plan_query_sample(3, 2, 36, 9, sample_size=10,
+                                         max_bytes=4 * floats + 100)
+    assert plan[:3] == (10, 1, 1)
+    tiny = attention_statistics(layer, x, sample_size=10, seed=3,
+                                per_head=True, max_bytes=300_000)
+    _check(tiny[layer.name], expected)
 
 
 def test_zero_query_kernel_gives_uniform_attention():
@@ -232,17 +278,18 @@ def normalize(pool, rank):
 )
 def test_plan_keeps_every_step_within_the_budget(sizes):
     examples, heads, queries, keys = sizes
-    for budget in (heads * keys, 1000 * heads * keys, 2**28):
-        plan = diagnostics.plan_query_sample(*sizes, max_logits=budget)
-        assert plan.examples_per_step * heads * plan.queries_per_step * (
-            keys) <= budget
-        assert 1 <= plan.num_sampled <= queries
-        fits = examples * heads * queries * keys <= budget
-        assert (plan.num_sampled == queries) == fits or (
-            plan.num_sampled == queries == 1)
-        if not fits:
-            assert examples * heads * plan.num_sampled * keys <= max(
-                budget, examples * heads * keys)
+    floats = {"example_floats": 7 * queries, "row_floats": 40}
+    row = diagnostics.sampling.BLOCK_ARRAYS * heads * keys + 40
+    for budget in (4 * (row + 9 * queries), 2**20, 2**28):
+        plan = diagnostics.plan_query_sample(*sizes, max_bytes=budget,
+                                             **floats)
+        held = 4 * (plan.examples_per_step * 7 * queries
+                    + plan.examples_per_step * plan.queries_per_step * row
+                    + plan.queries_per_step * 2 * keys)
+        assert held == plan.step_bytes <= budget
+        assert plan.examples_per_step >= 1 and plan.queries_per_step >= 1
+        # The sample does not depend on the budget.
+        assert plan.num_sampled == min(queries, 1024)
 
 
 def test_plan_samples_and_rejects():
@@ -250,13 +297,15 @@ def test_plan_samples_and_rejects():
         2, 1, 100, 10, sample_size=500
     ).num_sampled == 100
     assert diagnostics.plan_query_sample(
-        2, 1, 100, 10, sample_size=5
-    ).num_sampled == 5
-    with pytest.raises(ValueError, match="max_logits"):
-        diagnostics.plan_query_sample(1, 2, 4, 10, max_logits=19)
+        2, 1, 5000, 10, sample_size=3000
+    ).num_sampled == 3000
+    with pytest.raises(ValueError, match="max_bytes=19"):
+        diagnostics.plan_query_sample(1, 2, 4, 10, max_bytes=19)
     for bad in (0, 2.5, True, None):
         with pytest.raises(ValueError, match="num_keys"):
             diagnostics.plan_query_sample(1, 1, 1, bad)
+    with pytest.raises(ValueError, match="row_floats=-1"):
+        diagnostics.plan_query_sample(1, 1, 1, 1, row_floats=-1)
     np.testing.assert_array_equal(
         diagnostics.sample_query_indices(5, 9), np.arange(5)
     )
@@ -351,28 +400,3 @@ def test_mixed_precision_statistics_are_float32():
     assert all(isinstance(value, float) for value in stats.values())
     # The projections run in float16, so compare loosely.
     _check(stats, _reference_statistics(layer, x), tolerance=2e-2)
-
-
-def test_monitor_logs_into_history_and_later_callbacks():
-    model = _nested_model()
-    x = np.random.default_rng(0).normal(size=(8, 5, 4, 8)).astype("float32")
-    seen = []
-
-    class Recorder(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            seen.append(dict(logs))
-
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    history = model.fit(
-        x, np.ones((8, 1)), epochs=3, verbose=0,
-        callbacks=[AttentionMonitor(x[:4], every=2), Recorder()],
-    )
-    key = "attention/inner/att/entropy"
-    values = history.history[key]
-    assert len(values) == 3 and math.isnan(values[1])
-    assert not math.isnan(values[0]) and not math.isnan(values[2])
-    assert "attention/top/contribution" in seen[-1]
-    final = attention_statistics(model, x[:4])["inner/att"]
-    for name in diagnostics.STATISTICS:
-        assert history.history[f"attention/inner/att/{name}"][-1] == (
-            pytest.approx(final[name], rel=1e-5, abs=1e-6))

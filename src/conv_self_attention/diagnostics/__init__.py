@@ -1,9 +1,11 @@
-"""Attention diagnostics: is a trained attention layer doing anything?
+"""Attention diagnostics: is a trained attention layer used, and how?
 
 `attention_statistics` measures each self-attention layer of a model
-(gamma, contribution, entropy, mean distance, local mass; see
-`conv_self_attention.diagnostics.statistics`), `AttentionMonitor` logs them
-every epoch and `GammaLogger` logs gamma alone.
+(gamma, contribution, entropy, mean distance, local mass, query
+dependence; see `conv_self_attention.diagnostics.statistics`),
+`AttentionMonitor` logs them during training and `GammaLogger` logs gamma
+alone; `plot_attention_statistics` and `plot_attention_distance` draw
+them (with matplotlib).
 """
 
 from conv_self_attention.diagnostics.callbacks import AttentionMonitor
@@ -11,22 +13,31 @@ from conv_self_attention.diagnostics.callbacks import GammaLogger
 from conv_self_attention.diagnostics.callbacks import flat_statistics
 from conv_self_attention.diagnostics.callbacks import gamma_values
 from conv_self_attention.diagnostics.reaching import attention_layers
-from conv_self_attention.diagnostics.sampling import MAX_LOGITS
+from conv_self_attention.diagnostics.sampling import AUTO_SAMPLE_SIZE
+from conv_self_attention.diagnostics.sampling import MAX_BYTES
 from conv_self_attention.diagnostics.sampling import QueryPlan
 from conv_self_attention.diagnostics.sampling import key_coordinates
+from conv_self_attention.diagnostics.sampling import local_keys
 from conv_self_attention.diagnostics.sampling import pairwise_distances
 from conv_self_attention.diagnostics.sampling import plan_query_sample
 from conv_self_attention.diagnostics.sampling import query_coordinates
 from conv_self_attention.diagnostics.sampling import sample_query_indices
 from conv_self_attention.diagnostics.statistics import STATISTICS
+from conv_self_attention.diagnostics.statistics import LayerStatistics
 from conv_self_attention.diagnostics.statistics import attention_distances
 from conv_self_attention.diagnostics.statistics import attention_statistics
 
+# Last (sorted so): the plots read the diagnostics modules.
+from conv_self_attention.visualize.plots import plot_attention_distance
+from conv_self_attention.visualize.plots import plot_attention_statistics
+
 __all__ = [
-    "MAX_LOGITS",
+    "AUTO_SAMPLE_SIZE",
+    "MAX_BYTES",
     "STATISTICS",
     "AttentionMonitor",
     "GammaLogger",
+    "LayerStatistics",
     "QueryPlan",
     "attention_distances",
     "attention_layers",
@@ -34,8 +45,11 @@ __all__ = [
     "flat_statistics",
     "gamma_values",
     "key_coordinates",
+    "local_keys",
     "pairwise_distances",
     "plan_query_sample",
+    "plot_attention_distance",
+    "plot_attention_statistics",
     "query_coordinates",
     "sample_query_indices",
 ]

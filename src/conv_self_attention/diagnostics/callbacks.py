@@ -7,7 +7,9 @@ from keras import ops
 
 from conv_self_attention.checks import positive_int
 from conv_self_attention.diagnostics.reaching import attention_layers
+from conv_self_attention.diagnostics.sampling import MAX_BYTES
 from conv_self_attention.diagnostics.statistics import attention_statistics
+from conv_self_attention.diagnostics.statistics import checked_options
 
 
 def gamma_values(model, prefix="gamma/"):
@@ -73,19 +75,31 @@ class GammaLogger(keras.callbacks.Callback):
 
 
 class AttentionMonitor(keras.callbacks.Callback):
-    """Logs `attention_statistics` of the model on fixed inputs each epoch.
+    """Logs `attention_statistics` of the model on fixed inputs.
 
-    Keys are `attention/<layer_path>/<statistic>` (e.g.
+    The statistics are measured once before training, then every `every`
+    epochs and at the last epoch, whatever `every` is. Keys are
+    `attention/<layer_path>/<statistic>` (e.g.
     `history.history["attention/self_attention2d/entropy"]`). They are
     written into the epoch `logs`, so they reach `History` and every
     callback listed after this one: list it before
-    `keras.callbacks.TensorBoard` to see them there. Epochs between two
-    measurements (with `every > 1`) log `nan`, so each `History` list has
-    one value per epoch. The model must be functional or Sequential.
+    `keras.callbacks.TensorBoard` to see them there (TensorBoard needs the
+    `tensorboard` package on every backend). Every epoch run logs every
+    key, `nan` between two measurements, so each `History` list has one
+    value per epoch run, also when `fit` resumes at `initial_epoch`. The
+    model must be functional or Sequential.
+
+    The measurements, the one before training included, are also kept on
+    the monitor: `epochs` lists the number of epochs completed at each
+    (0 before a first `fit`, `initial_epoch` before a resumed one),
+    `history` the values, one list per key aligned with `epochs`, and
+    `sample_sizes` the query sample of each layer.
+    `plot_attention_statistics(monitor)` draws them.
 
     Args:
         inputs: a fixed batch for the model (e.g. 64 held-out examples).
-        every: measure every `every` epochs (the first epoch always).
+        every: measure every `every` epochs (counted from the first epoch
+            of training, so that a resumed run measures the same epochs).
             Defaults to `1`.
         per_head: also log per-head values. Defaults to `False`.
         sample_size: as in `attention_statistics`. Defaults to `None`.
@@ -96,7 +110,7 @@ class AttentionMonitor(keras.callbacks.Callback):
     ```python
     monitor = AttentionMonitor(x_val[:64])
     history = model.fit(x, y, epochs=5, callbacks=[monitor])
-    plot_attention_statistics(history)
+    plot_attention_statistics(monitor)  # before training, then each epoch
     ```
     """
 
@@ -106,23 +120,46 @@ class AttentionMonitor(keras.callbacks.Callback):
         self.inputs = inputs
         self.every = positive_int("every", every)
         # Checked now rather than after the first epoch.
-        sample_size = positive_int("sample_size", sample_size, allow_none=True)
-        self.options = {"per_head": per_head, "sample_size": sample_size,
-                        "seed": seed}
-        self._keys = ()
+        self.options = checked_options(per_head, sample_size, seed,
+                                        MAX_BYTES)
+        del self.options["max_bytes"]
+        self.epochs = []
+        self.history = {}
+        self.sample_sizes = {}
+        self._pending = None
+        self._last_epoch = None
 
     def measure(self):
         """The flat `{log key: value}` of the model's statistics now."""
-        values = flat_statistics(
-            attention_statistics(self.model, self.inputs, **self.options)
-        )
-        self._keys = tuple(values)
-        return values
+        statistics = attention_statistics(self.model, self.inputs,
+                                          **self.options)
+        self.sample_sizes = {path: values.sample_size
+                             for path, values in statistics.items()}
+        return flat_statistics(statistics)
+
+    def on_train_begin(self, logs=None):
+        # Keras tells the first epoch only at `on_epoch_begin`.
+        self._pending = self.measure()
+        self._last_epoch = self.params.get("epochs", 1) - 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._pending is not None:
+            self._record(epoch, self._pending)
+            self._pending = None
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        if epoch % self.every == 0:
-            logs.update(self.measure())
+        if (epoch + 1) % self.every == 0 or epoch == self._last_epoch:
+            values = self.measure()
+            self._record(epoch + 1, values)
         else:
-            logs.update({key: math.nan for key in self._keys})
+            values = {key: math.nan for key in self.history}
+        if logs is not None:
+            logs.update(values)
+
+    def _record(self, epochs_done, values):
+        self.epochs.append(epochs_done)
+        for key in set(values) | set(self.history):
+            # A key new since the last measurement is `nan` before it.
+            series = self.history.setdefault(
+                key, [math.nan] * (len(self.epochs) - 1))
+            series.append(values.get(key, math.nan))

@@ -29,10 +29,14 @@ def inputs_per_layer(model_or_layer, inputs):
     """`[(path, layer, numpy inputs of the layer)]` for every layer."""
     if isinstance(model_or_layer, BaseSelfAttention):
         layer = model_or_layer
-        inputs = _layer_batch(layer, inputs)
         if not layer.built:
-            layer.build(inputs.shape)
-        return [(layer.name, layer, inputs)]
+            # Its weights would be fresh random ones, not trained ones.
+            raise ValueError(
+                "`model_or_layer` must be a built layer (called on inputs "
+                "or loaded), not one whose weights do not exist yet. "
+                f"Received: model_or_layer={layer.name!r} (not built)"
+            )
+        return [(layer.name, layer, _layer_batch(layer, inputs))]
     if not isinstance(model_or_layer, keras.Model):
         raise ValueError(
             "`model_or_layer` must be a keras.Model or a self-attention "
@@ -58,36 +62,44 @@ def _model_inputs_per_layer(model, inputs, prefix):
         return []
     symbolic = _symbolic_inputs(model)
     _check_model_inputs(model, symbolic, inputs)
-    reaching = keras.Model(
-        symbolic, [_input_in_graph(model, layer) for layer in targets]
-    )
+    # One entry per call of each target in `model`: a shared layer is
+    # measured at every call site, each under its own path.
+    sites = []
+    for layer in targets:
+        calls = _inputs_in_graph(model, layer)
+        for number, tensors in enumerate(calls):
+            name = prefix + layer.name
+            if len(calls) > 1:
+                name += f"/call_{number}"
+            sites.append((name, layer, tensors))
+    reaching = keras.Model(symbolic, [tensors for _, _, tensors in sites])
     found = []
     arrays = _call_in_batches(reaching, inputs)
-    for layer, array in zip(targets, arrays, strict=True):
+    for (name, layer, _), array in zip(sites, arrays, strict=True):
         if isinstance(layer, BaseSelfAttention):
-            found.append((prefix + layer.name, layer, array))
+            found.append((name, layer, array))
         else:
-            found.extend(_model_inputs_per_layer(
-                layer, array, f"{prefix}{layer.name}/"
-            ))
+            found.extend(_model_inputs_per_layer(layer, array, name + "/"))
     return found
 
 
-def _input_in_graph(model, layer):
-    """The symbolic input of `layer`'s call inside `model`'s graph.
+def _inputs_in_graph(model, layer):
+    """The symbolic inputs of each of `layer`'s calls in `model`'s graph.
 
     `layer.input` is the input of the layer's first call, which for a
     nested functional model is its own construction, not its call in
-    `model`. Keras has no public accessor for the other calls, so this
-    reads the nodes the same way Keras' own functional serialization does.
+    `model`, and a shared layer has several calls. Keras has no public
+    accessor for them, so this reads the nodes the same way Keras' own
+    functional serialization does.
     """
     # A Sequential model keeps its graph in a functional model.
     nodes = getattr(getattr(model, "_functional", model), "_nodes", ())
+    calls = []
     for index, node in enumerate(layer._inbound_nodes):
         if f"{id(layer)}_ib-{index}" in nodes:
             tensors = node.input_tensors
-            return tensors[0] if len(tensors) == 1 else tensors
-    return layer.input
+            calls.append(tensors[0] if len(tensors) == 1 else tensors)
+    return calls or [layer.input]
 
 
 def _symbolic_inputs(model):
@@ -161,4 +173,6 @@ def _layer_batch(layer, inputs):
         ) from None
     if shape[0] == 0:
         raise ValueError("`inputs` must hold at least one example.")
+    # The layer's own check and words: integer inputs are refused.
+    layer._check_input_dtype(inputs.dtype)
     return inputs

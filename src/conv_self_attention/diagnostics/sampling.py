@@ -7,76 +7,119 @@ import collections
 
 import numpy as np
 
+from conv_self_attention.checks import is_int
 from conv_self_attention.checks import positive_int
 from conv_self_attention.layers import key_value_grid
 from conv_self_attention.layers.grid import normalize_pool_size
 
-MAX_LOGITS = 2**28
+# Most bytes the statistics' arrays take at once (see `plan_query_sample`).
+MAX_BYTES = 256 * 2**20
+# Queries evaluated for entropy, distance, local mass and query dependence
+# when `sample_size` is not given: every query of a map up to 32x32.
+AUTO_SAMPLE_SIZE = 1024
+# Float32 arrays of one block's `(examples, heads, queries, keys)` logits
+# alive at once: the logits, their shifted copy, the exponentials or
+# probabilities, one product or difference and its absolute value, and
+# one temporary a backend may make (a transposed or broadcast operand).
+BLOCK_ARRAYS = 6
+# Float32 `(queries, keys)` matrices per block: distances, local keys.
+QUERY_KEY_ARRAYS = 2
+FLOAT32_BYTES = 4
 QueryPlan = collections.namedtuple(
-    "QueryPlan", ["num_sampled", "examples_per_step", "queries_per_step"]
+    "QueryPlan",
+    ["num_sampled", "examples_per_step", "queries_per_step", "step_bytes"],
 )
 
 
 def plan_query_sample(
-    num_examples, num_heads, num_queries, num_keys, *,
-    max_logits=MAX_LOGITS, sample_size=None,
+    num_examples, num_heads, num_queries, num_keys, *, sample_size=None,
+    max_bytes=MAX_BYTES, example_floats=0, row_floats=0,
 ):
     """Decides how many queries to evaluate and how to block the work.
 
-    A pure function. One step holds `examples_per_step * num_heads *
-    queries_per_step * num_keys <= max_logits` logits. All queries are
-    evaluated when `num_examples * num_heads * num_queries * num_keys`
-    fits in `max_logits`; otherwise the largest sample that fits (at
-    least 1). An explicit `sample_size` overrides that choice (capped at
-    `num_queries`).
+    A pure function. The sample size does not depend on the memory budget:
+    `sample_size`, capped at `num_queries`, or else all queries up to
+    `AUTO_SAMPLE_SIZE` (1024) and that many beyond. The budget only sets
+    the blocks: one step of `e` examples and `n` queries holds
+
+    ```
+    4 bytes * (e * example_floats
+               + e * n * (BLOCK_ARRAYS * num_heads * num_keys + row_floats)
+               + n * QUERY_KEY_ARRAYS * num_keys)
+    ```
+
+    which is at most `max_bytes` (`step_bytes` in the result). The caller
+    counts in `example_floats` what it holds per example for the whole
+    step (its projections) and in `row_floats` what it holds per example
+    and query besides the logits (attended values, outputs).
 
     Args:
         num_examples: batch size `B`.
         num_heads: attention heads `h`.
         num_queries: query positions `N`.
         num_keys: key positions `M`.
-        max_logits: most float32 logits held at once.
         sample_size: `None` or a positive int.
+        max_bytes: most bytes held at once. Defaults to `MAX_BYTES`
+            (256 MiB).
+        example_floats: float32 values held per example. Defaults to `0`.
+        row_floats: float32 values held per example and query besides the
+            `BLOCK_ARRAYS` logit-sized arrays. Defaults to `0`.
 
     Returns:
-        A `QueryPlan(num_sampled, examples_per_step, queries_per_step)`.
+        A `QueryPlan(num_sampled, examples_per_step, queries_per_step,
+        step_bytes)`.
 
     Raises:
-        ValueError: if an argument is not a positive int, or one query row
-            of all heads (`num_heads * num_keys`) exceeds `max_logits`.
+        ValueError: if an argument is not a positive int (a non-negative
+            one for the float counts), or one example with one query does
+            not fit in `max_bytes`.
 
     Example:
 
     ```python
-    >>> plan_query_sample(8, 2, 4096, 4096, max_logits=2**24)
-    QueryPlan(num_sampled=256, examples_per_step=8, queries_per_step=256)
+    >>> plan = plan_query_sample(8, 2, 4096, 4096, max_bytes=2**28)
+    >>> plan.num_sampled, plan.examples_per_step, plan.queries_per_step
+    (1024, 8, 167)
     ```
     """
     for name, value in (("num_examples", num_examples),
                         ("num_heads", num_heads),
                         ("num_queries", num_queries),
                         ("num_keys", num_keys),
-                        ("max_logits", max_logits)):
+                        ("max_bytes", max_bytes)):
         positive_int(name, value)
-    positive_int("sample_size", sample_size, allow_none=True)
-    row = num_heads * num_keys
-    if row > max_logits:
-        raise ValueError(
-            "One query row of logits (num_heads * num_keys = "
-            f"{row}) exceeds `max_logits`. Received: max_logits={max_logits}"
+    sample_size = positive_int("sample_size", sample_size, allow_none=True)
+    for name, value in (("example_floats", example_floats),
+                        ("row_floats", row_floats)):
+        if not is_int(value) or value < 0:
+            raise ValueError(
+                f"Invalid value for argument `{name}`. Expected a "
+                f"non-negative int. Received: {name}={value!r}"
+            )
+    num_sampled = min(sample_size or AUTO_SAMPLE_SIZE, num_queries)
+    per_row = BLOCK_ARRAYS * num_heads * num_keys + row_floats
+
+    def step_bytes(examples, queries):
+        return FLOAT32_BYTES * (
+            examples * example_floats + examples * queries * per_row
+            + queries * QUERY_KEY_ARRAYS * num_keys
         )
-    per_query = num_examples * row
-    if sample_size is not None:
-        num_sampled = min(sample_size, num_queries)
-    elif per_query * num_queries <= max_logits:
-        num_sampled = num_queries
-    else:
-        num_sampled = max(1, max_logits // per_query)
-    examples_per_step = min(num_examples, max_logits // row)
-    queries_per_step = min(
-        num_queries, max_logits // (examples_per_step * row)
-    )
-    return QueryPlan(num_sampled, examples_per_step, queries_per_step)
+
+    if step_bytes(1, 1) > max_bytes:
+        raise ValueError(
+            f"One example with one query needs {step_bytes(1, 1)} bytes "
+            "(its projections and one row of logits per head), more than "
+            f"`max_bytes`. Received: max_bytes={max_bytes}"
+        )
+    examples = num_examples
+    while step_bytes(examples, 1) > max_bytes:
+        examples = max(1, examples // 2)
+    free = max_bytes - FLOAT32_BYTES * examples * example_floats
+    per_query = FLOAT32_BYTES * (examples * per_row
+                                 + QUERY_KEY_ARRAYS * num_keys)
+    queries = min(num_queries, free // per_query)
+    return QueryPlan(num_sampled, examples, int(queries),
+                     step_bytes(examples, queries))
 
 
 def sample_query_indices(num_queries, num_sampled, seed=0):
@@ -119,25 +162,71 @@ def query_coordinates(spatial_shape):
     return np.stack([axis.ravel() for axis in grid], axis=-1)
 
 
+def _window_starts(spatial_shape, pools):
+    """Per axis, the first input cell of each pooling window (may be < 0).
+
+    With `padding="same"` the windows start at `-(pad // 2)`,
+    `pad = cells * pool - size`.
+    """
+    grid = key_value_grid(spatial_shape, pools)
+    return [
+        np.arange(cells) * pool - (cells * pool - size) // 2
+        for size, cells, pool in zip(spatial_shape, grid, pools, strict=True)
+    ]
+
+
 def key_coordinates(spatial_shape, pool_size=None):
     """`(M, rank)` float32 positions of the keys, in input cells.
 
     A key pooled from a window sits at the mean coordinate of the input
-    cells the window covers. With `padding="same"` the windows start at
-    `-(pad // 2)`, `pad = cells * pool - size`, so edge windows may cover
+    cells the window covers; with `padding="same"` edge windows may cover
     fewer cells.
     """
     pools = normalize_pool_size(pool_size, len(spatial_shape))
     if pools is None:
         return query_coordinates(spatial_shape)
-    grid = key_value_grid(spatial_shape, pools)
     centres = []
-    for size, cells, pool in zip(spatial_shape, grid, pools, strict=True):
-        start = np.arange(cells) * pool - (cells * pool - size) // 2
+    for size, start, pool in zip(
+        spatial_shape, _window_starts(spatial_shape, pools), pools,
+        strict=True,
+    ):
         first, last = np.maximum(start, 0), np.minimum(start + pool, size) - 1
         centres.append(((first + last) / 2.0).astype("float32"))
     mesh = np.meshgrid(*centres, indexing="ij")
     return np.stack([axis.ravel() for axis in mesh], axis=-1)
+
+
+def local_keys(spatial_shape, pool_size=None, query_rows=None):
+    """`(n, M)` bool: which keys are local to each query.
+
+    A key is local to a query when its pooling window is the window that
+    contains the query or a neighbouring one (window indices differing by
+    at most 1 on every axis). Without pooling, windows are single cells:
+    the keys within one cell of the query (Chebyshev distance <= 1).
+    Perfectly local attention therefore has a local mass of 1 at every
+    pool size.
+
+    Args:
+        spatial_shape: the spatial sizes of the input map.
+        pool_size: the layer's `pool_size`.
+        query_rows: row-major indices of the queries. Defaults to all.
+    """
+    pools = normalize_pool_size(pool_size, len(spatial_shape)) or (
+        (1,) * len(spatial_shape))
+    starts = _window_starts(spatial_shape, pools)
+    cells = np.stack(np.meshgrid(
+        *[np.arange(size) for size in spatial_shape], indexing="ij"
+    ), axis=-1).reshape(-1, len(spatial_shape))
+    if query_rows is not None:
+        cells = cells[np.asarray(query_rows)]
+    # The window of cell c on an axis: (c - first start) // pool.
+    offsets = np.array([start[0] for start in starts])
+    query_windows = (cells - offsets) // np.array(pools)
+    key_windows = np.stack(np.meshgrid(
+        *[np.arange(len(start)) for start in starts], indexing="ij"
+    ), axis=-1).reshape(-1, len(spatial_shape))
+    gap = np.abs(query_windows[:, None] - key_windows[None]).max(axis=-1)
+    return gap <= 1
 
 
 def pairwise_distances(query_positions, key_positions):

@@ -2,11 +2,13 @@
 
 For each self-attention layer, on a batch of inputs:
 
-- `gamma`: the learned weight of the attention branch.
+- `gamma`: the learned weight of the attention branch. Only the product of
+  `gamma` and the output projection matters, so its sign is arbitrary.
 - `contribution`: per example, `||gamma * attended|| / ||shortcut||` (L2
-  norms over all positions and channels), averaged over the batch. Examples
-  whose shortcut is all zeros are skipped; `nan` if all are. Exact, over
-  all query positions.
+  norms over all positions and channels), averaged over the batch: how
+  much the attention branch adds to what passes through. Examples whose
+  shortcut is all zeros are skipped; `nan` if all are. Exact, over all
+  query positions.
 - `entropy`: attention entropy over the `M` keys divided by `log M`,
   averaged over queries and heads: 1 is uniform attention, 0 means each
   query looks at a single key (defined as 0 when `M = 1`).
@@ -14,16 +16,34 @@ For each self-attention layer, on a batch of inputs:
   a query to the keys it attends to, averaged over queries and heads. A
   pooled key sits at the mean coordinate of the input cells its window
   covers (partial `padding="same"` windows: only the cells inside).
-- `local_mass`: attention mass on keys within one input cell of the query
-  (Chebyshev distance <= 1, positions as above).
+- `local_mass`: attention mass on the keys local to the query: the key
+  whose pooling window contains the query and those of the neighbouring
+  windows (without pooling: the keys within one cell, Chebyshev distance
+  <= 1). Perfectly local attention scores 1 at every pool size.
+- `query_dependence`: how much the attention depends on the query. Per
+  example and head, the mean attention distribution over all `N` queries
+  (exact); the statistic is the total variation distance of each query's
+  distribution to that mean, averaged over queries, heads and examples.
+  0 means every query attends the same way (a global-context pooling
+  that a cheaper block could compute); one-hot attention of each query to
+  itself gives `1 - 1/N`.
+
+With `per_head=True`, every statistic but `gamma` also per head,
+`"<statistic>/head_<j>"`. Head `j`'s contribution is that of its share of
+the output: rows `j * dv/h` to `(j + 1) * dv/h - 1` of the output
+projection's kernel (spectrally normalized where the layer is), bias
+excluded. The heads' contributions do not add up to the layer's: norms of
+a sum are not sums of norms.
 
 Logits, softmax and statistics are float32, also under mixed precision
-(the projections run as in the layer). At most `max_logits` (default
-`2**28`) float32 logits are held at once, whatever the batch, heads and
-map sizes: the work is done in blocks of examples and queries. When the
-logits of all queries of the batch would exceed `max_logits`, entropy,
-distance and local mass are computed exactly on a seeded random sample of
-query positions (`plan_query_sample`, `sample_query_indices`).
+(the projections run as in the layer). The work is done in blocks of
+examples and queries whose arrays take at most `max_bytes` (default 256
+MiB; every array of a block's size is counted, see `plan_query_sample`).
+Entropy, distance, local mass and query dependence are computed on a
+seeded random sample of query positions (all of them up to
+`AUTO_SAMPLE_SIZE` = 1024, or `sample_size`); the sample size does not
+depend on `max_bytes`. `contribution` and the mean distributions are
+computed over all queries.
 """
 
 import math
@@ -31,62 +51,94 @@ import math
 import numpy as np
 from keras import ops
 
+from conv_self_attention.checks import is_int
 from conv_self_attention.checks import positive_int
 from conv_self_attention.diagnostics.reaching import inputs_per_layer
-from conv_self_attention.diagnostics.sampling import MAX_LOGITS
+from conv_self_attention.diagnostics.sampling import MAX_BYTES
 from conv_self_attention.diagnostics.sampling import key_coordinates
+from conv_self_attention.diagnostics.sampling import local_keys
 from conv_self_attention.diagnostics.sampling import pairwise_distances
 from conv_self_attention.diagnostics.sampling import plan_query_sample
 from conv_self_attention.diagnostics.sampling import query_coordinates
 from conv_self_attention.diagnostics.sampling import sample_query_indices
 
 STATISTICS = ("gamma", "contribution", "entropy", "mean_distance",
-              "local_mass")
+              "local_mass", "query_dependence")
+_ROW_STATISTICS = ("entropy", "mean_distance", "local_mass",
+                   "query_dependence")
+
+
+class LayerStatistics(dict):
+    """`{statistic: float}` of one layer, with the query sample size used.
+
+    A plain dict of the statistics, plus `sample_size`: the number of
+    query positions on which entropy, distance, local mass and query
+    dependence were computed (per example and head).
+    `attention_statistics` returns one per layer.
+
+    Args:
+        values: the `{statistic: float}` items.
+        sample_size: the number of query positions sampled.
+    """
+
+    def __init__(self, values, sample_size):
+        super().__init__(values)
+        self.sample_size = sample_size
 
 
 def attention_statistics(
     model_or_layer, inputs, *, per_head=False, sample_size=None, seed=0,
-    max_logits=MAX_LOGITS,
+    max_bytes=MAX_BYTES,
 ):
-    """Measures how much, how broadly and how far each attention layer looks.
+    """Measures how much, how broadly, how far and how query-dependently
+    each attention layer looks.
 
     The statistics are described in this module's docstring. For a
     functional or Sequential model, every self-attention layer is found
-    (nested models included) and fed what reaches it from `inputs`. For a
-    subclassed model, pass the layer itself with the inputs that reach it.
+    (nested models included) and fed what reaches it from `inputs`; a
+    layer called at several places is measured at each. For a subclassed
+    model, pass the layer itself with the inputs that reach it.
+
+    Cost: the logits of all `N x M` query-key pairs are computed once per
+    example and head (for `contribution` and the mean distributions), and
+    those of the sampled queries once more.
 
     Args:
         model_or_layer: a functional or Sequential `keras.Model`, or a
-            self-attention layer.
+            built self-attention layer.
         inputs: a batch for the model (array, or the structure of its
             inputs) or for the layer.
-        per_head: also return `entropy`, `mean_distance` and `local_mass`
-            per head, as `"<statistic>/head_<j>"`. Defaults to `False`.
-        sample_size: number of query positions for entropy, distance and
-            local mass. Defaults to `None`: all of them when their logits
-            fit in `max_logits`, else the largest sample that fits.
-        seed: seed of the query sample. Defaults to `0`.
-        max_logits: most float32 logits held at once. Defaults to `2**28`.
+        per_head: also return every statistic but `gamma` per head, as
+            `"<statistic>/head_<j>"`. Defaults to `False`.
+        sample_size: number of query positions for entropy, distance,
+            local mass and query dependence. Defaults to `None`: all of
+            them up to 1024, else a sample of 1024.
+        seed: seed of the query sample, a non-negative int. Defaults
+            to `0`.
+        max_bytes: most bytes the statistics' arrays take at once.
+            Defaults to 256 MiB.
 
     Returns:
-        `{layer_path: {statistic: float}}`; `layer_path` is the layer's
-        name, prefixed by its nested models' names (`"outer/inner"`).
+        `{layer_path: LayerStatistics}`, each a `{statistic: float}` dict
+        with the sample size used as its `sample_size` attribute.
+        `layer_path` is the layer's name, prefixed by its nested models'
+        names (`"outer/inner"`), and followed by `/call_<k>` for each call
+        of a layer called more than once.
 
     Raises:
-        ValueError: if there is no self-attention layer, `inputs` do not
-            fit, or `sample_size` is not a positive int.
+        ValueError: if there is no self-attention layer, a layer was
+            never built, `inputs` do not fit, or an argument is invalid.
+        TypeError: if the inputs of a layer are not floating-point.
 
     Example:
 
     ```python
     stats = attention_statistics(model, x_test[:64])
-    print(stats["self_attention2d"]["mean_distance"])
+    print(stats["self_attention2d"]["query_dependence"])
+    print(stats["self_attention2d"].sample_size)
     ```
     """
-    positive_int("sample_size", sample_size, allow_none=True)
-    positive_int("max_logits", max_logits)
-    options = {"per_head": per_head, "sample_size": sample_size,
-               "seed": seed, "max_logits": max_logits}
+    options = checked_options(per_head, sample_size, seed, max_bytes)
     return {
         path: _layer_statistics(layer, layer_inputs, **options)
         for path, layer, layer_inputs in inputs_per_layer(
@@ -96,15 +148,15 @@ def attention_statistics(
 
 
 def attention_distances(layer, inputs, *, sample_size=None, seed=0,
-                        max_logits=MAX_LOGITS):
+                        max_bytes=MAX_BYTES):
     """Attention weight per query-key distance, for one layer.
 
     Args:
-        layer: a self-attention layer.
+        layer: a built self-attention layer.
         inputs: a batch that reaches the layer.
         sample_size: as in `attention_statistics`.
         seed: as in `attention_statistics`.
-        max_logits: as in `attention_statistics`.
+        max_bytes: as in `attention_statistics`.
 
     Returns:
         `(distances, weights)`, both `(S, M)` for the `S` evaluated query
@@ -112,31 +164,52 @@ def attention_distances(layer, inputs, *, sample_size=None, seed=0,
         the attention weight averaged over examples and heads (rows sum
         to 1). Uniform attention would give every key `1 / M`.
     """
+    options = checked_options(False, sample_size, seed, max_bytes)
     (_, layer, layer_inputs), = inputs_per_layer(layer, inputs)
-    result = _run(layer, layer_inputs, sample_size, seed, max_logits,
-                  collect_weights=True)
+    result = _run(layer, layer_inputs, **options, collect_weights=True)
     return result["distances"], result["weights"]
 
 
-def _layer_statistics(layer, inputs, per_head, sample_size, seed,
-                      max_logits):
-    result = _run(layer, inputs, sample_size, seed, max_logits)
-    per_query = result["count"]
+def checked_options(per_head, sample_size, seed, max_bytes):
+    if not isinstance(per_head, (bool, np.bool_)):
+        raise ValueError(
+            "Invalid value for argument `per_head`. Expected a bool. "
+            f"Received: per_head={per_head!r}"
+        )
+    if not is_int(seed) or seed < 0:
+        raise ValueError(
+            "Invalid value for argument `seed`. Expected a non-negative "
+            f"int. Received: seed={seed!r}"
+        )
+    return {
+        "per_head": bool(per_head),
+        "sample_size": positive_int("sample_size", sample_size,
+                                    allow_none=True),
+        "seed": int(seed),
+        "max_bytes": positive_int("max_bytes", max_bytes),
+    }
+
+
+def _layer_statistics(layer, inputs, **options):
+    result = _run(layer, inputs, **options)
     stats = {"gamma": result["gamma"]}
-    contribution = result["contribution"]
-    stats["contribution"] = (
-        float(np.mean(contribution)) if len(contribution) else math.nan
-    )
-    for name in ("entropy", "mean_distance", "local_mass"):
-        heads = result[name] / per_query
+    shares = result["contribution"]  # (kept examples, 1 + heads)
+    heads = shares.mean(axis=0) if len(shares) else np.full(
+        shares.shape[1], math.nan)
+    stats["contribution"] = float(heads[0])
+    if options["per_head"]:
+        stats.update({f"contribution/head_{j}": float(value)
+                      for j, value in enumerate(heads[1:])})
+    for name in _ROW_STATISTICS:
+        heads = result[name] / result["count"]
         stats[name] = float(np.mean(heads))
-        if per_head:
+        if options["per_head"]:
             stats.update({f"{name}/head_{j}": float(value)
                           for j, value in enumerate(heads)})
-    return stats
+    return LayerStatistics(stats, result["sample_size"])
 
 
-def _run(layer, inputs, sample_size, seed, max_logits,
+def _run(layer, inputs, per_head, sample_size, seed, max_bytes,
          collect_weights=False):
     """Accumulates every statistic over blocks of examples and queries."""
     spatial = layer._spatial_shape(inputs.shape)
@@ -144,84 +217,142 @@ def _run(layer, inputs, sample_size, seed, max_logits,
     keys = key_coordinates(spatial, layer.pool_size)
     plan = plan_query_sample(
         inputs.shape[0], layer.num_heads, num_queries, len(keys),
-        max_logits=max_logits, sample_size=sample_size,
+        sample_size=sample_size, max_bytes=max_bytes,
+        **_floats_held(layer, inputs.shape, len(keys), per_head),
     )
     rows = sample_query_indices(num_queries, plan.num_sampled, seed)
-    queries = query_coordinates(spatial)
-    sums = {name: np.zeros(layer.num_heads)
-            for name in ("entropy", "mean_distance", "local_mass")}
+    grid = {"queries": query_coordinates(spatial), "keys": keys,
+            "spatial": spatial, "pool_size": layer.pool_size}
+    sums = {name: np.zeros(layer.num_heads) for name in _ROW_STATISTICS}
     sums["weights"] = np.zeros((len(rows), len(keys))) if (
         collect_weights) else None
     contribution = []
-    every_query = len(rows) == num_queries
     gamma = float(ops.convert_to_numpy(layer.gamma.value))
+    head_kernel = _head_kernel(layer) if per_head else None
     for start in range(0, inputs.shape[0], plan.examples_per_step):
         batch = inputs[start : start + plan.examples_per_step]
         query, key, value, shortcut = (
             ops.cast(t, "float32") for t in layer.attention_inputs(batch)
         )
         scale = 1.0 / math.sqrt(query.shape[-1]) if layer.use_scale else 1.0
-        attended = np.zeros(len(batch))
-        for offset, block, probs in _blocks(
-            query, key, scale, np.arange(num_queries), plan
-        ):
-            attended += _attended_squares(layer, probs, value)
-            if every_query:
-                _add_row_stats(sums, offset, probs, queries[block], keys)
-        if not every_query:
-            for offset, block, probs in _blocks(query, key, scale, rows, plan):
-                _add_row_stats(sums, offset, probs, queries[block], keys)
-        shortcut_norm = np.sqrt(ops.convert_to_numpy(
-            ops.sum(ops.square(shortcut),
-                    axis=tuple(range(1, len(shortcut.shape))))
-        ))
-        kept = shortcut_norm > 0
-        contribution.extend(abs(gamma) * np.sqrt(attended[kept])
-                            / shortcut_norm[kept])
+        squares, mean = _full_pass(layer, query, key, value, scale, plan,
+                                   head_kernel)
+        for offset in range(0, len(rows), plan.queries_per_step):
+            block = rows[offset : offset + plan.queries_per_step]
+            _add_row_stats(sums, offset, block, query, key, scale, mean,
+                           grid)
+        norm = np.sqrt(ops.convert_to_numpy(ops.sum(
+            ops.square(shortcut), axis=tuple(range(1, len(shortcut.shape)))
+        )))
+        kept = norm > 0
+        contribution.extend(abs(gamma) * np.sqrt(squares[kept])
+                            / norm[kept][:, None])
     sums["count"] = inputs.shape[0] * len(rows)
-    sums["contribution"] = contribution
+    sums["contribution"] = np.reshape(
+        contribution, (-1, 1 + (layer.num_heads if per_head else 0)))
     sums["gamma"] = gamma
+    sums["sample_size"] = len(rows)
     if collect_weights:
         sums["weights"] /= inputs.shape[0] * layer.num_heads
-        sums["distances"] = pairwise_distances(queries[rows], keys)
+        sums["distances"] = pairwise_distances(grid["queries"][rows], keys)
     return sums
 
 
-def _blocks(query, key, scale, rows, plan):
-    """Yields `(offset, rows_of_block, probabilities (B, h, n, M))`."""
-    for offset in range(0, len(rows), plan.queries_per_step):
-        block = rows[offset : offset + plan.queries_per_step]
-        block_query = ops.take(query, ops.convert_to_tensor(block), axis=1)
-        logits = ops.einsum("bnhd,bmhd->bhnm", block_query, key) * scale
-        yield offset, block, ops.softmax(logits, axis=-1)
+def _floats_held(layer, input_shape, num_keys, per_head):
+    """Float32 values held per example and per (example, query)."""
+    num_queries = math.prod(layer._spatial_shape(input_shape))
+    channels = input_shape[layer._channel_axis]
+    widths = (layer.resolved_key_channels + layer.resolved_value_channels
+              + layer.output_channels)
+    # The projections of each example, before and after the float32 cast;
+    # keys and values before pooling are as large as the queries.
+    example = num_queries * (channels + 2 * widths) + 2 * num_keys * (
+        layer.resolved_key_channels + layer.resolved_value_channels)
+    # Per query: its attended values, the output projection (and its cast),
+    # and with `per_head` each head's share of it.
+    row = layer.resolved_value_channels + 2 * layer.output_channels
+    if per_head:
+        row += layer.num_heads * layer.output_channels
+    return {"example_floats": example, "row_floats": row}
 
 
-def _attended_squares(layer, probs, value):
-    """Per example, the sum of squares of `attended` for the block."""
-    context = ops.einsum("bhnm,bmhd->bnhd", probs, value)
-    context = ops.reshape(
+def _head_kernel(layer):
+    """The output projection's kernel in use, `(heads, dv / h, filters)`."""
+    kernel = ops.cast(layer.output_projection.normalized_kernel(), "float32")
+    return ops.reshape(kernel, (layer.num_heads, -1, kernel.shape[-1]))
+
+
+def _full_pass(layer, query, key, value, scale, plan, head_kernel):
+    """Over all queries: per example the squared norm of `attended` (and of
+    each head's share), and per example and head the mean distribution.
+
+    Returns `(squares (B, 1 [+ h]), mean (B, h, M) float32 tensor)`.
+    """
+    num_queries = query.shape[1]
+    squares = 0.0
+    total = 0.0
+    for start in range(0, num_queries, plan.queries_per_step):
+        block = query[:, start : start + plan.queries_per_step]
+        probs = ops.softmax(_logits(block, key, scale), axis=-1)
+        total += ops.convert_to_numpy(ops.sum(probs, axis=2)).astype(
+            "float64")
+        context = ops.einsum("bhnm,bmhd->bnhd", probs, value)
+        del probs
+        squares = squares + _output_squares(layer, context, head_kernel)
+    return squares, ops.convert_to_tensor(
+        (total / num_queries).astype("float32"))
+
+
+def _logits(query, key, scale):
+    logits = ops.einsum("bnhd,bmhd->bhnm", query, key)
+    return logits * scale if scale != 1.0 else logits
+
+
+def _output_squares(layer, context, head_kernel):
+    """Per example, the sum of squares of `attended` for the block, then
+    of each head's share of it (without bias) when `head_kernel` is given.
+    """
+    merged = ops.reshape(
         context, (*ops.shape(context)[:2], layer.resolved_value_channels)
     )
-    attended = ops.cast(layer.output_projection(context), "float32")
-    return ops.convert_to_numpy(ops.sum(ops.square(attended), axis=(1, 2)))
-
-
-def _add_row_stats(sums, offset, probs, block_queries, keys):
-    """Adds the entropy, distance and local mass of one block, per head."""
-    num_keys = len(keys)
-    distance = ops.convert_to_tensor(pairwise_distances(block_queries, keys))
-    chebyshev = np.abs(block_queries[:, None] - keys[None]).max(axis=-1)
-    local = ops.convert_to_tensor((chebyshev <= 1.0).astype("float32"))
-    safe = ops.where(probs > 0, probs, 1.0)
-    entropy = -ops.sum(probs * ops.log(safe), axis=-1)
-    if num_keys > 1:
-        sums["entropy"] += _per_head(entropy) / math.log(num_keys)
-    sums["mean_distance"] += _per_head(
-        ops.einsum("bhnm,nm->bhn", probs, distance)
+    attended = ops.cast(layer.output_projection(merged), "float32")
+    squares = [ops.sum(ops.square(attended), axis=(1, 2))[:, None]]
+    if head_kernel is not None:
+        shares = ops.einsum("bnhd,hdf->bnhf", context, head_kernel)
+        squares.append(ops.sum(ops.square(shares), axis=(1, 3)))
+    return np.concatenate(
+        [ops.convert_to_numpy(s).astype("float64") for s in squares], axis=1
     )
-    sums["local_mass"] += _per_head(ops.einsum("bhnm,nm->bhn", probs, local))
+
+
+def _add_row_stats(sums, offset, block, query, key, scale, mean, grid):
+    """Adds entropy, distance, local mass and query dependence of the
+    sampled queries `block`, per head."""
+    logits = _logits(ops.take(query, ops.convert_to_tensor(block), axis=1),
+                     key, scale)
+    shifted = logits - ops.max(logits, axis=-1, keepdims=True)
+    del logits
+    exponentials = ops.exp(shifted)
+    total = ops.sum(exponentials, axis=-1)
+    probs = exponentials / total[..., None]
+    del exponentials
+    num_keys = len(grid["keys"])
+    if num_keys > 1:
+        # -sum p log p with log p = shifted - log(total): no log of zeros.
+        entropy = ops.log(total) - ops.sum(probs * shifted, axis=-1)
+        sums["entropy"] += _per_head(entropy) / math.log(num_keys)
+    del shifted
+    distance = pairwise_distances(grid["queries"][block], grid["keys"])
+    local = local_keys(grid["spatial"], grid["pool_size"], block)
+    sums["mean_distance"] += _per_head(
+        ops.einsum("bhnm,nm->bhn", probs, ops.convert_to_tensor(distance)))
+    sums["local_mass"] += _per_head(ops.einsum(
+        "bhnm,nm->bhn", probs, ops.convert_to_tensor(local.astype("float32"))
+    ))
+    sums["query_dependence"] += _per_head(
+        0.5 * ops.sum(ops.abs(probs - mean[:, :, None, :]), axis=-1))
     if sums["weights"] is not None:
-        rows = slice(offset, offset + len(block_queries))
+        rows = slice(offset, offset + len(block))
         sums["weights"][rows] += ops.convert_to_numpy(
             ops.sum(probs, axis=(0, 1))
         )

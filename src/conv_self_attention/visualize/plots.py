@@ -8,8 +8,11 @@ import keras
 import numpy as np
 
 from conv_self_attention.checks import positive_int
-from conv_self_attention.diagnostics import STATISTICS
-from conv_self_attention.diagnostics import attention_distances
+
+# From the modules, not the package: `diagnostics` exports these plots.
+from conv_self_attention.diagnostics.callbacks import AttentionMonitor
+from conv_self_attention.diagnostics.statistics import STATISTICS
+from conv_self_attention.diagnostics.statistics import attention_distances
 from conv_self_attention.visualize.maps import _resolve_grid
 from conv_self_attention.visualize.maps import attention_maps
 from conv_self_attention.visualize.maps import upsample_attention_map
@@ -143,14 +146,18 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     """Draws each attention layer's statistics over the epochs.
 
     One panel per statistic (see `attention_statistics`), one line per
-    layer; per-head values, when logged, are thin lines. Epochs logged as
-    `nan` (between two measurements of `AttentionMonitor(every=...)`) are
-    left out.
+    layer; per-head values, when logged, are thin lines. Given the
+    `AttentionMonitor` itself, the points are its measurements, the one
+    before training (epoch 0) included. Given a `History`, they are
+    placed on the epochs it ran (`history.epoch`, so a resumed run starts
+    at its `initial_epoch`); epochs logged as `nan` (between two
+    measurements) are left out.
 
     Args:
-        history: the `History` returned by `fit`, or its `.history` dict,
-            with the keys `AttentionMonitor` writes.
-        prefix: the prefix of those keys. Defaults to `"attention/"`.
+        history: the `AttentionMonitor`, the `History` returned by `fit`,
+            or a `History`'s `.history` dict (epochs counted from 1).
+        prefix: the prefix of the keys `AttentionMonitor` writes. Defaults
+            to `"attention/"`.
         title: figure title. Defaults to a description of the figure.
 
     Returns:
@@ -161,7 +168,7 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     """
     import matplotlib.pyplot as plt
 
-    series = getattr(history, "history", history)
+    series, epochs = _series_and_epochs(history)
     lines = _statistic_lines(series, prefix)
     if not lines:
         raise ValueError(
@@ -169,28 +176,44 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
             f"`AttentionMonitor`. Received keys: {sorted(series)}"
         )
     names = [name for name in STATISTICS if name in lines]
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
     figure, axes = plt.subplots(
-        1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False,
+        rows, columns, figsize=(3.8 * columns, 3.2 * rows), squeeze=False,
         constrained_layout=True,
     )
-    for axis, name in zip(axes[0], names, strict=True):
+    for axis, name in zip(axes.flat, names, strict=False):
         for (path, head), values in sorted(
             lines[name].items(), key=lambda item: _line_order(*item[0])
         ):
             values = np.asarray(values, dtype="float64")
-            epochs = np.arange(1, len(values) + 1)
             shown = np.isfinite(values)
+            x = epochs[: len(values)][shown]
             if head is None:
-                axis.plot(epochs[shown], values[shown], marker="o", ms=3,
-                          label=path)
+                axis.plot(x, values[shown], marker="o", ms=3, label=path)
             else:
-                axis.plot(epochs[shown], values[shown], lw=0.8, alpha=0.6,
+                axis.plot(x, values[shown], lw=0.8, alpha=0.6,
                           label=f"{path} head {head}")
         axis.set_title(name)
-        axis.set_xlabel("epoch")
+        axis.set_xlabel("epochs completed")
+    for axis in axes.flat[len(names):]:
+        axis.set_axis_off()
     axes[0][0].legend(fontsize=7)
     figure.suptitle(title or "Attention statistics per epoch")
     return figure
+
+
+def _series_and_epochs(history):
+    """`({key: values}, epochs of the values)` from what was passed."""
+    if isinstance(history, AttentionMonitor):
+        return history.history, np.asarray(history.epochs)
+    series = getattr(history, "history", history)
+    length = max((len(values) for values in series.values()), default=0)
+    # `History.epoch` holds the 0-based epochs run; plot epochs completed.
+    epoch = getattr(history, "epoch", None)
+    if epoch is not None and len(epoch) == length:
+        return series, np.asarray(epoch) + 1
+    return series, np.arange(1, length + 1)
 
 
 def _line_order(path, head):
