@@ -50,7 +50,7 @@ bench-gpu:
 
 # The site's tools come with the `docs` extra (which `dev` includes); say so
 # instead of failing on a missing module.
-DOCS_CHECK = $(BIN)/python -c "import mkdocs, material, mkdocstrings_handlers.python, mkdocs_jupyter" 2>/dev/null || { echo 'make docs needs the `docs` extra: pip install -e ".[docs]" (or ".[dev]")' >&2; exit 1; }
+DOCS_CHECK = $(BIN)/python -c "import mkdocs, material, mkdocstrings_handlers.python, mkdocs_jupyter, mkdocs_glightbox" 2>/dev/null || { echo 'make docs needs the `docs` extra: pip install -e ".[docs]" (or ".[dev]")' >&2; exit 1; }
 # Material for MkDocs prints a banner about its successor on every build.
 DOCS_ENV = NO_MKDOCS_2_WARNING=1
 

