@@ -91,6 +91,22 @@ def to_numpy(tensor):
     return keras.ops.convert_to_numpy(tensor)
 
 
+def values_readable():
+    """False where Keras computes on torch's `meta` device
+    (`KERAS_TORCH_DEVICE=meta`, `make test-meta`): a stand-in for a GPU
+    whose tensors have devices, shapes and dtypes but no values."""
+    if BACKEND != "torch":
+        return True
+    return keras.ops.convert_to_tensor(0.0).device.type != "meta"
+
+
+def skip_without_values():
+    """Skips the rest of a test that compares values, once it has checked
+    what a `meta` run can check (devices, shapes, dtypes)."""
+    if not values_readable():
+        pytest.skip("meta device: placement checked, values not readable")
+
+
 def pytest_report_header(config):
     variable = os.environ.get("KERAS_BACKEND")
     return f"keras backend: {BACKEND} (KERAS_BACKEND={variable})"

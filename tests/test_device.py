@@ -6,12 +6,15 @@ covered by patching the backend's device queries (pure set-ups).
 """
 
 import collections
+import os
 
 import keras
 import numpy as np
 import pytest
 
+from conv_self_attention import kernels
 from conv_self_attention.kernels import auto
+from conv_self_attention.kernels import chunked
 from conv_self_attention.kernels import device
 from tests.conftest import BACKEND
 
@@ -31,10 +34,15 @@ def default_platform():
     else:
         import torch
 
-        platform = "gpu" if torch.cuda.is_available() else "cpu"
+        # Keras' own rule for its torch device, accelerators beyond CUDA
+        # aside; `meta` where `make test-meta` sets it.
+        platform = os.environ.get("KERAS_TORCH_DEVICE") or (
+            "gpu" if torch.cuda.is_available() else "cpu"
+        )
     return "gpu" if platform == "cuda" else platform
 
 
+@pytest.mark.meta_device
 def test_device_of_this_machine():
     found = device.find_device(keras.ops.zeros((1, 2, 1, 3)))
     assert found.platform == default_platform()
@@ -63,8 +71,8 @@ def test_pinned_cpu_is_cpu_on_any_machine():
     else:
         import torch
 
-        tensor = torch.zeros(3, device="cpu")
-        assert device.find_device(tensor) == device.CPU
+        with keras.device("cpu:0"):
+            assert device.find_device(torch.zeros(3)) == device.CPU
 
 
 def test_parse_device_name():
@@ -184,3 +192,32 @@ def test_torch_devices(monkeypatch):
     monkeypatch.setattr(torch.version, "hip", "6.3")
     assert device._torch_device(cuda) == device.Device("rocm", None)
     assert device._torch_device(torch.device("mps")) == ("mps", None)
+
+
+@pytest.mark.meta_device
+@pytest.mark.skipif(BACKEND != "torch", reason="torch devices")
+def test_torch_plans_for_the_device_keras_computes_on():
+    """Keras' torch ops move inputs to Keras' device, so CPU tensors given
+    while Keras computes elsewhere are planned for there (the `auto` rule,
+    the chunk budget). `meta` stands in for a GPU: an accelerator nobody
+    has measured, so `auto` runs `chunked`, in accelerator-sized blocks."""
+    import torch
+
+    batch, length = 2, 64 * 64
+    shapes = ((batch, length, 1, 4),) * 2 + ((batch, length, 1, 8),)
+    inputs = [torch.zeros(shape, device="cpu") for shape in shapes]
+    with keras.device("meta"):
+        kernel_call = kernels.plan_attention(*inputs)
+        outputs = [
+            kernels.attention(*inputs, scale=1.0, implementation=name)
+            for name in kernels.IMPLEMENTATIONS
+        ]
+    assert kernel_call.device == device.Device("meta", None)
+    plan = chunked.plan_blocks(length, length, batch, 1, "meta")
+    assert kernel_call[:3] == ("chunked", *plan)
+    # Not the CPU's plan (cache-sized blocks: 256 queries here).
+    assert plan != chunked.plan_blocks(length, length, batch, 1, "cpu")
+    # Every kernel computes there, none meets a CPU input on the way.
+    for out in outputs:
+        assert out.device.type == "meta"
+        assert tuple(out.shape) == shapes[2] and out.dtype == torch.float32

@@ -9,7 +9,9 @@ from conv_self_attention.kernels import auto
 from conv_self_attention.kernels import chunked
 from conv_self_attention.kernels import device
 from tests.conftest import BACKEND
+from tests.conftest import skip_without_values
 from tests.conftest import to_numpy
+from tests.conftest import values_readable
 
 EXACT_IMPLEMENTATIONS = ("chunked", "fused", "auto")
 # `auto` resolves to one of the others, so it runs on fewer cases.
@@ -60,11 +62,19 @@ def outputs_and_gradients(fn, inputs, cotangent):
         grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))
         grads, out = grad_fn(*inputs)
     else:
-        import torch
-
-        tensors = [torch.tensor(x, requires_grad=True) for x in inputs]
+        # On Keras' device, where the kernels compute (a GPU; `meta` in
+        # `make test-meta`).
+        tensors = [
+            keras.ops.convert_to_tensor(x).requires_grad_(True)
+            for x in inputs
+        ]
         out = fn(*tensors)
-        (out.float() * torch.tensor(cotangent)).sum().backward()
+        loss = (out.float() * keras.ops.convert_to_tensor(cotangent)).sum()
+        assert out.device == tensors[0].device
+        assert tuple(out.shape) == cotangent.shape
+        if not values_readable():
+            return None  # nothing to differentiate or read on `meta`
+        loss.backward()
         grads = [t.grad for t in tensors]
         out = out.detach()
     return to_numpy(out), [to_numpy(g) for g in grads]
@@ -77,6 +87,7 @@ def kernel(implementation, chunk_size=None, scale=1.0):
     )
 
 
+@pytest.mark.meta_device
 @pytest.mark.parametrize(
     "implementation, case_name",
     [(name, case) for name in ("chunked", "fused") for case in sorted(CASES)]
@@ -92,20 +103,23 @@ def test_matches_dense_values_and_gradients(implementation, case_name):
     actual = outputs_and_gradients(
         kernel(implementation, case[-1], scale), inputs, cotangent
     )
+    skip_without_values()
     np.testing.assert_allclose(actual[0], expected[0], atol=2e-5, rtol=1e-4)
     for got, want in zip(actual[1], expected[1], strict=True):
         np.testing.assert_allclose(got, want, atol=5e-5, rtol=1e-4)
 
 
+@pytest.mark.meta_device
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("implementation", ("dense", "chunked", "fused"))
 def test_half_precision_is_finite_and_close(implementation, dtype):
     """Logits of this size (~500) overflow float16's exp, not float32's."""
     case = CASES["pooled_keys"]
     *inputs, cotangent = make_inputs(case, magnitude=5.0)
-    half = [keras.ops.cast(x, dtype) for x in inputs]
-    half_values = [to_numpy(keras.ops.cast(x, "float32")) for x in half]
-    out, grads = outputs_and_gradients(
+    with keras.device("cpu:0"):  # rounded where values can be read
+        half = [keras.ops.cast(x, dtype) for x in inputs]
+        half_values = [to_numpy(keras.ops.cast(x, "float32")) for x in half]
+    actual = outputs_and_gradients(
         lambda q, k, v: kernels.attention(
             keras.ops.cast(q, dtype), keras.ops.cast(k, dtype),
             keras.ops.cast(v, dtype), scale=1.0,
@@ -115,6 +129,8 @@ def test_half_precision_is_finite_and_close(implementation, dtype):
         cotangent,
     )
     expected = outputs_and_gradients(kernel("dense"), half_values, cotangent)
+    skip_without_values()
+    out, grads = actual
     assert np.isfinite(out.astype("float32")).all()
     np.testing.assert_allclose(
         out.astype("float32"), expected[0], atol=0.05, rtol=0.02
@@ -123,6 +139,7 @@ def test_half_precision_is_finite_and_close(implementation, dtype):
         assert np.isfinite(grad.astype("float32")).all()
 
 
+@pytest.mark.meta_device
 def test_output_dtype_is_value_dtype():
     *inputs, _ = make_inputs(CASES["odd_length"])
     query, key, value = (keras.ops.cast(x, "float16") for x in inputs)
@@ -156,6 +173,7 @@ def test_invalid_arguments_name_argument_and_value():
             kernels.attention(*inputs, scale=1.0, chunk_size=bad)
 
 
+@pytest.mark.meta_device
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("side", [8, 40])
 def test_auto_runs_the_rule_of_this_device(kernel_calls, side, dtype):
@@ -274,7 +292,9 @@ def test_torch_backward_never_saves_the_score_matrix(implementation):
 
     length, keys, chunk_size = 512, 512, 64
     *inputs, _ = make_inputs((1, length, keys, 1, 4, 8, chunk_size))
-    tensors = [torch.tensor(x, requires_grad=True) for x in inputs]
+    tensors = [
+        keras.ops.convert_to_tensor(x).requires_grad_(True) for x in inputs
+    ]
     saved = []
 
     def pack(tensor):

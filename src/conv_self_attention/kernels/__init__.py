@@ -160,6 +160,7 @@ def run_attention(
             names the kernel, device, dtype and reason.
     """
     scale = float(scale)
+    query, key, value = _on_compute_device(query, key, value)
     implementation = kernel_call.implementation
     if implementation == "dense":
         out, scores = dense_attention(query, key, value, scale)
@@ -223,6 +224,23 @@ def attention(
     Returns:
         `out` of shape `(B, N, h, dv)` in `value.dtype`, or `(out, scores)`
         when `return_scores` is true.
+
+    Example:
+
+    ```python
+    >>> from conv_self_attention import attention
+    >>> rng = np.random.default_rng(0)
+    >>> query = rng.normal(size=(2, 16, 1, 8)).astype("float32")  # N = 16
+    >>> key = rng.normal(size=(2, 4, 1, 8)).astype("float32")     # M = 4
+    >>> value = rng.normal(size=(2, 4, 1, 32)).astype("float32")
+    >>> out, scores = attention(
+    ...     query, key, value, scale=1.0, return_scores=True
+    ... )
+    >>> tuple(out.shape), tuple(scores.shape)
+    ((2, 16, 1, 32), (2, 1, 16, 4))
+    >>> bool(np.allclose(keras.ops.sum(scores, axis=-1), 1.0, atol=1e-6))
+    True
+    ```
     """
     kernel_call = plan_attention(
         query,
@@ -246,6 +264,15 @@ _ELIGIBILITY_ARGUMENTS = (
     "key_width",
     "value_width",
 )
+
+
+def _on_compute_device(*tensors):
+    """The inputs as tensors where Keras computes on them. torch's Keras
+    ops move a tensor from another device to Keras' (`device.find_device`)
+    but `ops.cast` to its own dtype does not, and the torch kernels call
+    torch directly: without this, a CPU input beside a GPU one reaches
+    SDPA. A no-op for tensors already there (and for traced ones)."""
+    return tuple(keras.ops.convert_to_tensor(tensor) for tensor in tensors)
 
 
 def _describe_inputs(query, key, value, device):

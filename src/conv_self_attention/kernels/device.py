@@ -9,8 +9,11 @@ CPUs and NVIDIA GPUs have been measured.
 
 The device is the one the computation runs on, not the machine's first:
 
-- torch: the tensor's own device (`cuda` is `"gpu"` with its capability,
-  or `"rocm"` on a ROCm build; `mps` and others keep their name).
+- torch: Keras' torch device (a `keras.device` scope, else
+  `KERAS_TORCH_DEVICE`, else the first accelerator), since Keras' torch
+  ops move every input there: a CPU tensor given while Keras computes on
+  a GPU runs on the GPU. `cuda` is `"gpu"` with its capability, or
+  `"rocm"` on a ROCm build; `mps`, `meta` and others keep their name.
 - JAX: a concrete array's device; when traced (a tracer has none), the
   first device of the active Keras distribution, else the device set by
   `jax.default_device`, else the first device of the default backend.
@@ -68,11 +71,9 @@ def parse_device_name(name):
 
 
 def _torch_tensor(tensor):
-    """`tensor` itself, or a NumPy input where Keras would put it."""
-    import torch
-
-    if isinstance(tensor, torch.Tensor):
-        return tensor
+    """`tensor` where Keras' torch ops compute on it: they move a tensor
+    from another device (and put a NumPy input) on Keras' device first.
+    A tensor already there is returned as it is."""
     return keras.ops.convert_to_tensor(tensor)
 
 
