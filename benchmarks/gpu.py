@@ -27,10 +27,10 @@ is recorded (`gpu_device.py`).
 Results go to `--output-dir` (default `benchmarks/results/`) as
 `gpu_<device>_<backend>.json` and `.md`, `<device>` being the slugified
 device name (`nvidia-h200`), plus `gpu_<device>.md` joining the backends.
-`--smoke` runs tiny maps and few steps with the same code paths, on CPU
-too (memory is then None on torch and TensorFlow); without it, a worker
-that finds no GPU stops. `benchmarks/run_gpu.sh` runs this, after the GPU
-tests, on a GPU machine without Keras or a package registry.
+`--shapes` picks maps (`benchmarks/run_gpu.sh` runs the headline ones,
+`gpu_cases.HEADLINE_SHAPES`, first). `--smoke` runs tiny maps and few
+steps with the same code paths, on CPU too (memory is then None on torch
+and TensorFlow); without it, a worker that finds no GPU stops.
 """
 
 import argparse
@@ -66,6 +66,12 @@ def parse_args(argv):
         "--backends", nargs="+", choices=gpu_cases.BACKENDS, default=None,
         help="default: every installed backend",
     )
+    parser.add_argument(
+        "--shapes", nargs="+", type=shape_argument, default=None,
+        metavar="SIDExBATCHxCHANNELS",
+        help="maps to run, e.g. 128x8x64 (default: issue 9's four, or "
+        "the smoke mode's tiny two)",
+    )
     parser.add_argument("--policies", nargs="+", choices=gpu_cases.POLICIES,
                         default=list(gpu_cases.POLICIES))
     parser.add_argument("--implementations", nargs="+",
@@ -99,7 +105,20 @@ def parse_args(argv):
         args.budget = TOTAL_BUDGET / max(len(args.backends), 1)
     if args.smoke:
         args.steps, args.roof_size = min(args.steps, 2), 128
+    if args.shapes is None:
+        args.shapes = gpu_cases.SMOKE_SHAPES if args.smoke else gpu_cases.SHAPES
     return args
+
+
+def shape_argument(text):
+    """`128x8x64` -> `(128, 8, 64)`: map side, batch, channels."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"a shape must be SIDExBATCHxCHANNELS, three positive integers. "
+            f"Received: {text!r}"
+        )
+    return tuple(int(p) for p in parts)
 
 
 def installed_backends():
@@ -110,12 +129,11 @@ def installed_backends():
 def run_backend(backend, args):
     """Runs the worker of `backend`; returns the result dict (records read
     back even when the worker died or was killed)."""
-    shapes = gpu_cases.SMOKE_SHAPES if args.smoke else gpu_cases.SHAPES
     started = datetime.datetime.now(datetime.UTC)
     with tempfile.TemporaryDirectory() as scratch:
         spec = {
             "backend": backend,
-            "shapes": [list(shape) for shape in shapes],
+            "shapes": [list(shape) for shape in args.shapes],
             "policies": args.policies,
             "implementations": args.implementations,
             "budget": args.budget,

@@ -1,37 +1,41 @@
 #!/usr/bin/env bash
-# One call on a CUDA machine: the GPU tests (tests/test_gpu.py) and the
-# device-aware tests for torch and JAX, then the GPU benchmark
-# (benchmarks/gpu.py, which checks every case it times), within a time
-# limit, every result in one folder.
+# One call on a CUDA machine with torch and JAX, numbers first, every step
+# bounded, within --seconds (default 330: 6 minutes of command time with
+# room to spare), every result in one folder:
+#
+#   1. preflight (benchmarks/gpu_preflight.py): Python, pytest, hypothesis,
+#      each backend's versions with CUDA and cuDNN, the device it sees and
+#      the Keras it imports. Stops the run in one line (exit status 2) when
+#      pytest, hypothesis or Keras does not import or no backend sees a
+#      GPU; a backend without a GPU is "not run: no GPU", the other goes on;
+#   2. the checked benchmark's headline cases (benchmarks/gpu.py): naive
+#      block and `auto`, float32 and mixed_bfloat16, 128x128 batch 8 and
+#      256x256 batch 2, one backend after the other;
+#   3. the GPU tests (tests/test_gpu.py), the backends side by side;
+#   4. the device tests (test_dispatch, test_kernels, test_mixed_precision),
+#      side by side, with the time left.
 #
 #   benchmarks/run_gpu.sh [--smoke] [--output-dir DIR] [--seconds N]
-#                         [--backends "torch jax"] [-- gpu.py options ...]
+#       [--backends "torch jax"] [--payload DIR] [-- gpu.py options ...]
 #
-# --seconds: the whole run's limit (default 330: a 6-minute window with
-#   room for start-up, so that a failed run can be repeated in the same
-#   window). The GPU tests (both backends side by side) get at most a
-#   quarter of it, the device-aware tests a third; the benchmark gets what
-#   is left, shared by the backends.
-# --smoke: the same steps on a machine without a GPU (the tests' CPU
-#   variants, the benchmark's tiny cases). Without it, a machine without a
-#   CUDA GPU is refused in one line (exit status 2).
-# GPU_TESTS, DEVICE_TESTS (environment): pytest arguments replacing the
-#   GPU tests (tests/test_gpu.py) or the device-aware tests (test_dispatch,
-#   test_kernels, test_mixed_precision), e.g. "tests/test_gpu.py -k
-#   large_map"; empty: that step is not run.
+# --smoke: the same steps on a CPU (no GPU check; the benchmark's tiny
+#   maps), with this environment's packages where there is no payload.
+# --payload: the folder benchmarks/prepare_gpu_payload.sh made (default
+#   .gpu): its packages come first on PYTHONPATH, so its pinned Keras,
+#   pytest and hypothesis are used even where the machine has others.
+#   Without --smoke a missing payload stops the run in one line.
+# GPU_TESTS, DEVICE_TESTS (environment): pytest arguments replacing steps
+#   3 and 4, e.g. "tests/test_gpu.py -k large_map"; empty: not asked for.
 #
-# The machine may have neither Keras nor a package registry: the wheels
-# that benchmarks/prepare_gpu_payload.sh put in .gpu/whl are installed,
-# those whose package its Python lacks, into a temporary folder, and the
-# package is imported from this checkout's src/. TensorFlow is not run.
-#
-# Output folder (default $OUT when set, else benchmarks/results):
-# nvidia-smi.csv; gpu_tests_<backend> and device_tests_<backend>, .log
-# and .xml (JUnit); the benchmark's
-# gpu_<device>_<backend>.json and .md, gpu_<device>.md and gpu_run.log;
-# summary.txt, each step's exit status and seconds. The exit status is 0
-# only when every step passed (a benchmark check that printed FAIL fails
-# its step).
+# A step that reaches its limit gets SIGINT, so pytest still writes its
+# JUnit XML and the failures so far, and SIGKILL 20 s later. Output
+# folder (default $OUT when set, else benchmarks/results): preflight.log,
+# nvidia-smi.csv, benchmark_<backend>.log with gpu_<device>_<backend>.json
+# and .md and gpu_<device>.md, gpu_tests_<backend> and
+# device_tests_<backend> .log and .xml (JUnit), and summary.txt: one line
+# per step (benchmarks/gpu_summary.py) saying whether it ran, its exit
+# status and seconds, whether it timed out, and the passed, failed and
+# skipped counts. The exit status is 0 only when every step ran and passed.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root" || exit 1
@@ -39,6 +43,7 @@ cd "$root" || exit 1
 output="${OUT:-$root/benchmarks/results}"
 limit=330
 backends="torch jax"
+payload="$root/.gpu"
 smoke=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,113 +51,149 @@ while [ $# -gt 0 ]; do
     --output-dir) output="$2"; shift ;;
     --seconds) limit="$2"; shift ;;
     --backends) backends="$2"; shift ;;
+    --payload) payload="$2"; shift ;;
     --) shift; break ;;
     *) echo "run_gpu.sh: unknown argument: $1" >&2; exit 64 ;;
   esac
   shift
 done
-
-if [ "$smoke" = 0 ] && ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
-  echo "run_gpu.sh: no CUDA GPU on this machine (nvidia-smi lists none);" \
-    "--smoke runs the same steps on a CPU"
-  exit 2
-fi
+for backend in $backends; do
+  case "$backend" in
+    torch | jax) ;;
+    *) echo "run_gpu.sh: --backends takes torch and jax;" \
+      "Received: $backend" >&2; exit 64 ;;
+  esac
+done
 
 python="${PYTHON:-python3}"
 started=$SECONDS
+tag="$("$python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')" \
+  || { echo "run_gpu.sh: $python does not run" >&2; exit 2; }
+if [ -f "$payload/MANIFEST.txt" ]; then
+  paths="$payload/$tag:$payload/site:"
+elif [ "$smoke" = 1 ]; then
+  paths=""
+else
+  echo "run_gpu.sh: no payload in $payload: make it with" \
+    "benchmarks/prepare_gpu_payload.sh and carry it with the checkout" >&2
+  exit 2
+fi
+export PYTHONPATH="$paths$root/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+# The machine's own pytest plugins may not fit the payload's pytest.
+export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
+export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}"
+
 mkdir -p "$output"
 summary="$output/summary.txt"
 : >"$summary"
-status=0
+lines="$(mktemp -d)"
+trap 'rm -rf "$lines"' EXIT
 
-# Keras and the dependencies the machine lacks, from the payload: each
-# wheel for this Python (pure Python, or compiled for its version) whose
-# package is missing is unpacked into a temporary folder (a wheel is a zip
-# of the installed files; no pip or index needed).
-site="$(mktemp -d)"
-trap 'rm -rf "$site"' EXIT
-shopt -s nullglob
-tag="$("$python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')"
-installed=()
-for wheel in "$root"/.gpu/whl/*-py3-none-any.whl \
-  "$root"/.gpu/whl/*-"$tag"-"$tag"-*.whl; do
-  name="$(basename "$wheel" | cut -d- -f1)"
-  if ! "$python" -c "import importlib.metadata as m; m.version('$name')" \
-    2>/dev/null; then
-    "$python" -m zipfile -e "$wheel" "$site" && installed+=("$name") \
-      || echo "unpacking $wheel failed" | tee -a "$summary"
-  fi
-done
-echo "installed from .gpu/whl: ${installed[*]:-nothing}" | tee -a "$summary"
-export PYTHONPATH="$site:$root/src${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1
-export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}"
-if [ "$smoke" = 0 ]; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap \
-    --format=csv >"$output/nvidia-smi.csv" 2>&1
-fi
+left() { echo $((limit - (SECONDS - started))); }
+note() { echo "$1" | tee -a "$summary"; }
 
-step() {  # step NAME SECONDS LOG COMMAND...: time-limited, output to LOG
-  local name="$1" seconds="$2" log="$3" begin=$SECONDS code
-  shift 3
-  timeout --kill-after=10 "$seconds" "$@" >"$log" 2>&1
-  code=$?
-  echo "$name: exit $code after $((SECONDS - begin)) s (limit $seconds s)" \
-    | tee -a "$summary"
+bounded() {  # bounded NAME ...: benchmarks/gpu_step.sh, line to $lines
+  PYTHON="$python" benchmarks/gpu_step.sh "$@" >"$lines/$1"
 }
 
-run_tests() {  # run_tests NAME SECONDS PYTEST_ARGUMENTS...: each backend
+# 1. Preflight.
+if [ "$smoke" = 0 ]; then
+  timeout 20 nvidia-smi --format=csv \
+    --query-gpu=name,memory.total,driver_version,compute_cap >"$output/nvidia-smi.csv" 2>&1
+fi
+smoke_flag=()
+[ "$smoke" = 1 ] && smoke_flag=(--smoke)
+begin=$SECONDS
+read -r -a asked <<<"$backends"
+timeout -s INT --kill-after=10 100 "$python" benchmarks/gpu_preflight.py \
+  --backends "${asked[@]}" --payload "$payload" "${smoke_flag[@]}" \
+  --run-file "$output/backends.txt" 2>"$lines/abort" \
+  | tee "$output/preflight.log"
+code=$?
+note "preflight: ran $((SECONDS - begin)) s (limit 100 s), exit $code"
+if [ "$code" != 0 ]; then
+  tee -a "$summary" <"$lines/abort" >&2
+  exit 2
+fi
+read -r -a names <"$output/backends.txt"
+grep ': not run: ' "$output/backends.txt" | while read -r backend why; do
+  for name in benchmark gpu_tests device_tests; do
+    note "$name ${backend%:}: $why"
+  done
+done
+
+# 2. The headline cases, one backend at a time (timings and memory are
+# the GPU's alone). A worker starts no case after --budget seconds and is
+# stopped --grace seconds later.
+headline=(--shapes 128x8x64 256x2x64)
+[ "$smoke" = 1 ] && headline=()
+budget=$((limit * 55 / 330))
+for backend in "${names[@]}"; do
+  seconds=$((budget + 35))
+  if [ "$(left)" -lt "$seconds" ]; then
+    note "benchmark $backend: not run: $(left) s left"
+    continue
+  fi
+  bounded "benchmark $backend" "$seconds" "$output/benchmark_$backend.log" \
+    benchmark "$output/gpu_*_$backend.json" \
+    "$python" benchmarks/gpu.py "${smoke_flag[@]}" --backends "$backend" \
+    "${headline[@]}" --implementations naive auto \
+    --policies float32 mixed_bfloat16 --budget "$budget" --grace 20 \
+    --steps 5 --max-case-seconds 3 --output-dir "$output" "$@"
+  tee -a "$summary" <"$lines/benchmark $backend"
+  # The table, the checks and the targets that have a verdict.
+  grep -E '^\| [0-9]|cases checked|^- (FAIL|NOT CHECKED) |: (PASS|FAIL)' \
+    "$output/benchmark_$backend.log"
+done
+
+run_tests() {  # run_tests NAME SECONDS PYTEST_ARGUMENTS...: side by side
   local name="$1" seconds="$2" backend
   shift 2
+  if [ "$seconds" -lt 20 ]; then
+    for backend in "${names[@]}"; do
+      note "$name $backend: not run: $(left) s left"
+    done
+    return
+  fi
   for backend in "${names[@]}"; do
-    # Side by side: the GPU is shared, so JAX allocates as it goes.
+    # Side by side on one GPU, so JAX allocates as it goes.
     KERAS_BACKEND="$backend" XLA_PYTHON_CLIENT_PREALLOCATE=false \
-      step "$name $backend" "$seconds" "$output/${name}_$backend.log" \
-      "$python" -m pytest -q -m "not once" -p no:cacheprovider -rfEs \
-      --durations=10 --junitxml="$output/${name}_$backend.xml" "$@" &
+      bounded "$name $backend" "$seconds" "$output/${name}_$backend.log" \
+      junit "$output/${name}_$backend.xml" \
+      "$python" -m pytest -q -m "not once" -p no:cacheprovider \
+      -p _hypothesis_pytestplugin -rfEs --durations=10 \
+      --junitxml="$output/${name}_$backend.xml" "$@" &
   done
   wait
   for backend in "${names[@]}"; do
-    echo "--- $name $backend"
-    grep -E '^(FAILED|ERROR) |[0-9]+ (passed|failed)' "$output/${name}_$backend.log"
+    tee -a "$summary" <"$lines/$name $backend"
+    grep -E '^(FAILED|ERROR) ' "$output/${name}_$backend.log"
   done
 }
 
-# First the GPU tests, then the other tests whose results depend on the
-# device (the layer's own tests take too long for the window), the two
-# backends side by side; a step that ends early leaves its time to the
-# benchmark.
+# 3 and 4. The tests, the GPU tests first; the device tests get what is
+# left, less a margin for the summary.
 read -r -a gpu_tests <<<"${GPU_TESTS-tests/test_gpu.py}"
 read -r -a device_tests <<<"${DEVICE_TESTS-tests/test_dispatch.py \
   tests/test_kernels.py tests/test_mixed_precision.py}"
-read -r -a names <<<"$backends"
-[ ${#gpu_tests[@]} -eq 0 ] \
-  || run_tests gpu_tests $((limit / 4)) "${gpu_tests[@]}"
-[ ${#device_tests[@]} -eq 0 ] \
-  || run_tests device_tests $((limit / 3)) "${device_tests[@]}"
-
-# The benchmark: what is left, less a margin for writing the reports.
-left=$((limit - (SECONDS - started) - 15))
-grace=$((left / (4 * ${#names[@]})))
-budget=$(((left / ${#names[@]}) - grace))
-if [ "$budget" -lt 10 ]; then
-  echo "benchmark: not run, $left s left" | tee -a "$summary"
+seconds=$((limit * 60 / 330))
+[ "$seconds" -le "$(($(left) - 10))" ] || seconds=$(($(left) - 10))
+if [ ${#gpu_tests[@]} -eq 0 ]; then
+  note "gpu_tests: not asked for"
 else
-  smoke_flag=()
-  [ "$smoke" = 1 ] && smoke_flag=(--smoke)
-  # float16 runs the same kernels as bfloat16 (MEASURED-H200.md): left
-  # out unless asked for (`-- --policies ...`).
-  step benchmark "$((left + 10))" "$output/gpu_run.log" \
-    "$python" benchmarks/gpu.py "${smoke_flag[@]}" \
-    --backends "${names[@]}" --policies float32 mixed_bfloat16 \
-    --budget "$budget" --grace "$grace" --steps 5 --max-case-seconds 3 \
-    --output-dir "$output" "$@"
-  grep -E 'cases checked|^- (FAIL|NOT CHECKED) |^===|no results|wrote|Budget' \
-    "$output/gpu_run.log"
+  run_tests gpu_tests "$seconds" "${gpu_tests[@]}"
 fi
+if [ ${#device_tests[@]} -eq 0 ]; then
+  note "device_tests: not asked for"
+else
+  run_tests device_tests $(($(left) - 10)) "${device_tests[@]}"
+fi
+
 # Every step must have run and passed.
-if grep -qE ': exit [1-9]|not run|failed$' "$summary"; then
+status=0
+if grep -qE ', exit [1-9]|: not run' "$summary"; then
   status=1
 fi
-echo "total: $((SECONDS - started)) s, exit $status" | tee -a "$summary"
+note "total: $((SECONDS - started)) s of $limit s, exit $status"
 exit "$status"

@@ -1,12 +1,11 @@
 """The GPU benchmark (`benchmarks/gpu*.py`): its pure parts, its CPU smoke
 mode run once per installed backend in subprocesses (every case checked
-without a FAIL), and `benchmarks/run_gpu.sh`. The checker itself:
-`test_benchmarks_gpu_check.py`."""
+without a FAIL). The checker itself: `test_benchmarks_gpu_check.py`;
+`benchmarks/run_gpu.sh`: `test_run_gpu.py`."""
 
 import importlib.util
 import json
 import math
-import os
 import pathlib
 import subprocess
 import sys
@@ -228,57 +227,3 @@ def test_no_case_starts_after_the_budget(tmp_path):
     assert result["stopped"]["reason"] == "budget"
     assert "Budget reached" in path.with_suffix(".md").read_text()
 
-
-RUN_GPU = BENCHMARKS / "run_gpu.sh"
-
-
-def test_run_gpu_refuses_a_machine_without_a_gpu(tmp_path):
-    """One line and a non-zero status, nothing run or written; an
-    `nvidia-smi` that finds no GPU stands in for such a machine on any
-    host."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "nvidia-smi").write_text(
-        "#!/bin/sh\necho 'No devices were found'\nexit 6\n"
-    )
-    (fake / "nvidia-smi").chmod(0o755)
-    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
-    output = tmp_path / "out"
-    done = subprocess.run(
-        [str(RUN_GPU), "--output-dir", str(output)], capture_output=True,
-        text=True, timeout=60, cwd=ROOT, env=env,
-    )
-    assert done.returncode == 2
-    assert done.stdout.splitlines() == [
-        "run_gpu.sh: no CUDA GPU on this machine (nvidia-smi lists none); "
-        "--smoke runs the same steps on a CPU"
-    ]
-    assert not output.exists()
-
-
-def test_run_gpu_smoke_mode_runs_tests_then_benchmark(tmp_path):
-    """`--smoke` on this CPU: the GPU tests (here one of tests/test_gpu.py,
-    and no device-aware tests), then the benchmark's tiny cases, each
-    result in the output folder. A generous `--seconds` (a quarter of it
-    for the GPU tests) keeps a loaded CI machine within the limits."""
-    output = tmp_path / "out"
-    env = dict(os.environ, PYTHON=sys.executable, DEVICE_TESTS="",
-               GPU_TESTS="tests/test_gpu.py -k auto_runs_the_devices_kernel")
-    done = subprocess.run(
-        [str(RUN_GPU), "--smoke", "--backends", "jax", "--seconds", "800",
-         "--output-dir", str(output), "--", "--implementations", "auto",
-         "--policies", "float32"],
-        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    summary = (output / "summary.txt").read_text()
-    assert "gpu_tests jax: exit 0" in summary
-    assert "device_tests" not in summary
-    assert "benchmark: exit 0" in summary
-    report = (output / "gpu_tests_jax.xml").read_text()
-    assert 'failures="0"' in report and 'errors="0"' in report
-    assert "test_auto_runs_the_devices_kernel" in report
-    result = json.loads((output / "gpu_cpu_jax.json").read_text())
-    assert [r["case"] for r in result["records"]] == ["auto", "auto"]
-    assert all(r["verdict"] == "PASS" for r in result["records"])
-    assert "0 FAIL" in (output / "gpu_cpu_jax.md").read_text()

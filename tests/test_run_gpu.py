@@ -1,0 +1,231 @@
+"""`benchmarks/run_gpu.sh`, the one call on a GPU machine: its dry run on
+this machine (`--smoke`: the same steps in the same order, preflight
+included), the one-line stops of its preflight, a step ended at its limit
+(SIGINT: JUnit kept), and the pure parts of the preflight and the
+summary. Stand-ins: a payload whose `site/` holds a module that fails to
+import for a missing pytest, hypothesis or Keras, and
+`CUDA_VISIBLE_DEVICES=""` for a machine whose backends see no GPU."""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+RUN_GPU = BENCHMARKS / "run_gpu.sh"
+sys.path.insert(0, str(BENCHMARKS))
+
+import gpu  # noqa: E402
+import gpu_payload  # noqa: E402
+import gpu_preflight  # noqa: E402
+import gpu_summary  # noqa: E402
+
+pytestmark = pytest.mark.once
+
+# The dry run's own time budget: run_gpu.sh's clock (--seconds) and this
+# test's limit on the whole call.
+SMOKE_SECONDS = 240
+
+
+def _run(arguments, tmp_path, timeout, **env):
+    return subprocess.run(
+        [str(RUN_GPU), *arguments], capture_output=True, text=True,
+        timeout=timeout, cwd=ROOT,
+        env=dict(os.environ, PYTHON=sys.executable, **env),
+    )
+
+
+def _fake_payload(tmp_path, missing=None):
+    """A payload folder as prepare_gpu_payload.sh leaves it, empty but for
+    a module named `missing` that fails to import, as a missing one does."""
+    payload = tmp_path / "payload"
+    (payload / "site").mkdir(parents=True)
+    (payload / "MANIFEST.txt").write_text("a stand-in\n")
+    if missing:
+        (payload / "site" / f"{missing}.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{missing}'\", "
+            f"name={missing!r})\n"
+        )
+    return payload
+
+
+def test_smoke_runs_every_step_in_order(tmp_path):
+    """Preflight, the benchmark's cases, the GPU tests, the device tests:
+    each ran and passed, counted from its JUnit XML or JSON results. One
+    test of each file and one tiny case keep it short; without a payload
+    this environment's packages are used."""
+    output = tmp_path / "out"
+    done = _run(
+        ["--smoke", "--backends", "jax", "--seconds", str(SMOKE_SECONDS),
+         "--payload", str(tmp_path / "none"), "--output-dir", str(output),
+         "--", "--implementations", "auto", "--policies", "float32",
+         "--shapes", "8x2x16"],
+        tmp_path, SMOKE_SECONDS + 60,
+        GPU_TESTS="tests/test_gpu.py::test_auto_runs_the_devices_kernel_"
+        "under_mixed_precision[cpu-mixed_bfloat16]",
+        DEVICE_TESTS="tests/test_mixed_precision.py::test_variables_stay_"
+        "float32[mixed_bfloat16]",
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    lines = (output / "summary.txt").read_text().splitlines()
+    steps = [line.split(":")[0] for line in lines]
+    assert steps == ["preflight", "benchmark jax", "gpu_tests jax",
+                     "device_tests jax", "total"]
+    for line in lines[1:4]:
+        assert ", exit 0, timed out: no; " in line, line
+    assert lines[1].endswith("1 of 1 cases: 1 passed, 0 failed, 0 not "
+                             "checked, 0 out of memory, 0 errors, 0 not "
+                             "reached; targets: 1 NOT MEASURED, 1 PASS")
+    for line in lines[2:4]:
+        assert line.endswith("1 passed, 0 failed, 0 errors, 0 skipped")
+    preflight = (output / "preflight.log").read_text()
+    for word in ("Python 3.", "payload: none", "pytest ", "hypothesis ",
+                 "jax ", "jaxlib ", "device: ", "Keras ", "runs: jax"):
+        assert word in preflight
+    (result,) = output.glob("gpu_*_jax.json")
+    records = json.loads(result.read_text())["records"]
+    assert [(r["size"], r["case"], r["verdict"]) for r in records] == [
+        (8, "auto", "PASS")]
+
+
+def test_missing_payload_stops_the_run_in_one_line(tmp_path):
+    output = tmp_path / "out"
+    done = _run(["--payload", str(tmp_path / "none"), "--output-dir",
+                 str(output)], tmp_path, 60)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("run_gpu.sh: no payload in ")
+    assert "benchmarks/prepare_gpu_payload.sh" in line
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("missing", ["pytest", "hypothesis", "keras"])
+def test_preflight_stops_in_one_line_when_a_module_is_missing(tmp_path,
+                                                              missing):
+    output = tmp_path / "out"
+    done = _run(["--smoke", "--backends", "jax", "--payload",
+                 str(_fake_payload(tmp_path, missing)), "--output-dir",
+                 str(output)], tmp_path, 120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("run_gpu.sh: preflight: ")
+    assert f"No module named '{missing}'" in line
+    # The payload lacks this Python's compiled wheels: the line says so.
+    assert f"no wheels for cp{sys.version_info[0]}{sys.version_info[1]}" in (
+        line)
+    summary = (output / "summary.txt").read_text().splitlines()
+    assert summary[0].startswith("preflight: ran ")
+    assert summary[0].endswith(", exit 2") and summary[1] == line
+    assert not list(output.glob("benchmark_*")), "a step ran after the stop"
+
+
+def test_preflight_stops_when_no_backend_sees_a_gpu(tmp_path):
+    """Without --smoke, on any host: no GPU is visible. One backend keeps
+    it short (both: test_decide_stops_on_keras_or_no_gpu)."""
+    output = tmp_path / "out"
+    done = _run(["--backends", "jax", "--payload", str(_fake_payload(
+        tmp_path)), "--output-dir", str(output)], tmp_path, 120,
+        CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "run_gpu.sh: preflight: no backend sees a GPU (jax: no GPU)"
+    ]
+    log = (output / "preflight.log").read_text()
+    assert "jax: not run: no GPU" in log and "device: cpu" in log
+
+
+def test_a_step_at_its_limit_keeps_its_junit_report(tmp_path):
+    """SIGINT at the limit: pytest reports what passed and is counted as
+    timed out."""
+    tests = tmp_path / "test_limit.py"
+    tests.write_text("import time\n\ndef test_quick():\n    pass\n\n"
+                     "def test_outlives_the_limit():\n    time.sleep(120)\n")
+    report = tmp_path / "report.xml"
+    done = subprocess.run(
+        [str(BENCHMARKS / "gpu_step.sh"), "gpu_tests jax", "3",
+         str(tmp_path / "log"), "junit", str(report), sys.executable, "-m",
+         "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
+         str(tests)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("gpu_tests jax: ran ")
+    assert done.stdout.rstrip().endswith(
+        "(limit 3 s), exit 124, timed out: yes; "
+        "1 passed, 0 failed, 0 errors, 0 skipped")
+    assert "KeyboardInterrupt" in (tmp_path / "log").read_text()
+
+
+def _probe(backend, gpu):
+    return {"backend": backend, "gpu": gpu, "version": "1",
+            "device": "gpu" if gpu else "cpu", "keras": "3"}
+
+
+def test_decide_runs_the_backends_that_see_a_gpu():
+    probes = {"torch": _probe("torch", False), "jax": _probe("jax", True)}
+    assert gpu_preflight.decide(probes, smoke=False) == (
+        ["jax"], {"torch": "no GPU"}, None)
+    assert gpu_preflight.decide(probes, smoke=True) == (
+        ["torch", "jax"], {}, None)
+    probes["torch"] = {"backend": "torch", "backend_error": "ImportError"}
+    assert gpu_preflight.decide(probes, smoke=True) == (
+        ["jax"], {"torch": "torch does not import"}, None)
+
+
+def test_decide_stops_on_keras_or_no_gpu():
+    probes = {"torch": _probe("torch", False), "jax": _probe("jax", False)}
+    run, _, stop = gpu_preflight.decide(probes, smoke=False)
+    assert run == [] and stop == "no backend sees a GPU (torch: no GPU; " \
+        "jax: no GPU)"
+    probes["jax"] = {**_probe("jax", True), "keras_error": "ImportError: x"}
+    assert gpu_preflight.decide(probes, smoke=True)[2] == (
+        "Keras does not import with the jax backend: ImportError: x")
+
+
+def test_summary_counts_from_junit(tmp_path):
+    report = tmp_path / "report.xml"
+    report.write_text(
+        '<testsuites><testsuite tests="7" failures="1" errors="1" '
+        'skipped="2"/></testsuites>')
+    assert gpu_summary.line("gpu_tests torch", 1, 30, 60,
+                            junit=str(report)) == (
+        "gpu_tests torch: ran 30 s (limit 60 s), exit 1, timed out: no; "
+        "3 passed, 1 failed, 1 errors, 2 skipped")
+    assert gpu_summary.line("device_tests jax", 137, 80, 60,
+                            junit=str(tmp_path / "none.xml")).endswith(
+        "exit 137, timed out: yes; no JUnit report")
+
+
+def test_payload_pins_this_environments_versions():
+    """Keras, pytest, hypothesis and what they need on CPython 3.11-3.14,
+    at the versions installed here, less what torch and JAX bring."""
+    pins = gpu_payload.requirements()
+    for name in ("keras", "pytest", "hypothesis", "optree", "pluggy",
+                 "iniconfig", "sortedcontainers", "rich", "namex"):
+        assert pins[name] == metadata.version(name)
+    assert not {"numpy", "ml-dtypes", "h5py"} & set(pins)
+    # Needed only before 3.11: not carried.
+    assert "exceptiongroup" not in pins and "tomli" not in pins
+
+
+def test_payload_folders_by_wheel_tags():
+    assert gpu_payload.target_folder("keras-3.15.1-py3-none-any.whl") == (
+        "site")
+    assert gpu_payload.target_folder(
+        "optree-0.20.0-cp314-cp314-manylinux_2_27_x86_64.manylinux_2_28"
+        "_x86_64.whl") == "cp314"
+
+
+def test_benchmark_shapes_argument():
+    assert gpu.shape_argument("128x8x64") == (128, 8, 64)
+    for bad in ("128x8", "0x8x64", "ax8x64"):
+        with pytest.raises(argparse.ArgumentTypeError, match=bad):
+            gpu.shape_argument(bad)
