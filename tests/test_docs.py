@@ -23,6 +23,7 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -237,11 +238,20 @@ def test_docstring_examples_run(dotted):
         for line in inspect.getdoc(obj).splitlines()
         if not line.strip().startswith("```")
     )
-    globs = {"np": np, "keras": keras, **vars(conv_self_attention)}
+    # The names of the package, and of the module that defines `obj`.
+    module = obj if inspect.ismodule(obj) else inspect.getmodule(obj)
+    globs = {
+        "np": np,
+        "keras": keras,
+        **vars(conv_self_attention),
+        **vars(module),
+    }
     test = doctest.DocTestParser().get_doctest(text, globs, dotted, None, 0)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     assert runner.failures == 0
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 def test_executed_notebook_matches_the_notebook():

@@ -3,8 +3,9 @@
 import os
 
 # Keras imports its backend's framework when it is imported itself. Without
-# that framework (a plain `pip install conv-self-attention`), the error would
-# be a bare ModuleNotFoundError from deep inside Keras: say what to do instead.
+# that framework (the package installed without a backend extra), the error
+# would be a bare ModuleNotFoundError from deep inside Keras: say what to do
+# instead.
 try:
     import keras  # noqa: F401
 except ModuleNotFoundError as err:
@@ -29,11 +30,14 @@ except ModuleNotFoundError as err:
         f"conv_self_attention needs a Keras backend: Keras is set to the "
         f"'{_backends[_missing]}' backend ({_setting}), but the module "
         f"'{_missing}' is not installed. Install a backend with one of the "
-        f"package's extras:\n"
-        f'    pip install "conv-self-attention[jax]"\n'
-        f'    pip install "conv-self-attention[tensorflow]"   '
+        f"package's extras, in the project's folder (or name the built "
+        f"wheel instead of the dot):\n"
+        f'    pip install ".[jax]"\n'
+        f'    pip install ".[tensorflow]"   '
         f"(or [tensorflow-cpu], the smaller CPU-only build)\n"
-        f'    pip install "conv-self-attention[torch]"\n'
+        f'    pip install ".[torch]"\n'
+        f"(once the package is published on the package index: "
+        f'pip install "conv-self-attention[jax]", and so on), '
         f"and pick the one you installed with the KERAS_BACKEND environment "
         f"variable (for example KERAS_BACKEND=jax). GPU and TPU builds of "
         f"each backend: see the package's README.",

@@ -1,7 +1,8 @@
 """Figures: attention maps over an image, and attention statistics.
 
-Plotting needs matplotlib (`pip install conv-self-attention[viz]`); it is
-imported only when a plot is drawn.
+Plotting needs matplotlib (the package's `viz` extra: `pip install
+".[jax,viz]"` from a clone; `pip install "conv-self-attention[viz]"` once
+the package is published); it is imported only when a plot is drawn.
 """
 
 import keras
@@ -56,6 +57,18 @@ def plot_attention_maps(
 
     Returns:
         A `matplotlib.figure.Figure`.
+
+    Example:
+
+    ```python
+    >>> layer = SelfAttention2D(num_heads=2, return_attention_scores=True)
+    >>> image = np.random.default_rng(0).random((8, 8, 3)).astype("float32")
+    >>> _, scores = layer(image[None])  # (1, 2, 64, 64)
+    >>> figure = plot_attention_maps(
+    ...     image, scores, queries=[(2, 2), (5, 6)], spatial_shape=(8, 8)
+    ... )
+    >>> figure.savefig("attention.png")  # doctest: +SKIP
+    ```
     """
     import matplotlib.pyplot as plt
 
@@ -165,6 +178,18 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
 
     Raises:
         ValueError: if `history` has no key starting with `prefix`.
+
+    Example:
+
+    ```python
+    >>> logs = {  # what AttentionMonitor logs for a layer named "attention"
+    ...     "attention/attention/entropy": [0.95, 0.90, 0.84],
+    ...     "attention/attention/gamma": [0.0, 0.05, 0.12],
+    ... }
+    >>> figure = plot_attention_statistics(logs)
+    >>> len(figure.axes)  # one panel per statistic
+    2
+    ```
     """
     import matplotlib.pyplot as plt
 
@@ -258,6 +283,17 @@ def plot_attention_distance(layer, inputs, *, bins=20, sample_size=None,
 
     Returns:
         A `matplotlib.figure.Figure`.
+
+    Example:
+
+    ```python
+    >>> layer = SelfAttention2D(pool_size=2)
+    >>> inputs = np.random.default_rng(0).normal(size=(1, 6, 6, 8))
+    >>> _ = layer(inputs.astype("float32"))  # builds the layer
+    >>> figure = plot_attention_distance(layer, inputs.astype("float32"))
+    >>> figure.axes[0].get_xlabel()
+    'query-key distance (input cells)'
+    ```
     """
     import matplotlib.pyplot as plt
 
