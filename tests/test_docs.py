@@ -70,10 +70,11 @@ SHELL_EXEMPT = {
         "needs two hosts; tests/test_multiprocess.py runs two processes on "
         "one host"
     ),
-    ("guide/gpu.md", "python benchmarks/gpu.py"): "needs a CUDA GPU; "
+    ("development.md", "python benchmarks/gpu.py"): "needs a CUDA GPU; "
     "tests/test_benchmarks_gpu.py runs its CPU smoke mode",
-    ("guide/gpu.md", "benchmarks/prepare_gpu_payload.sh"): "prepares and "
-    "runs the GPU benchmark on another machine",
+    ("development.md", "benchmarks/prepare_gpu_payload.sh"): "prepares and "
+    "runs the GPU run on another machine; tests/test_run_gpu.py runs "
+    "run_gpu.sh --smoke",
     ("development.md", "make docs"): "make targets: CI runs `make docs`; "
     "this file builds the site, checks the notebook copy and draws the plots",
 }
