@@ -54,6 +54,12 @@ SHELL_RUN_ELSEWHERE = {
     ("guide/distributed.md", "torchrun --standalone"): (
         "tests/test_multiprocess.py"
     ),
+    # The README's install section, on the Home and Install pages.
+    **{
+        (page, command): "tests/test_install.py"
+        for page in ("index.md", "install.md")
+        for command in ('pip install ".[jax]"', "pip install build")
+    },
 }
 
 # Shell blocks no test runs, and why.

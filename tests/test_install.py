@@ -1,0 +1,93 @@
+"""The README's install commands, run as written in fresh environments.
+
+Each shell block of the README's install section runs with `bash -e` in a
+copy of the source tree, in its own new virtual environment (`python -m
+venv`, no system site-packages, its `bin/` first on `PATH` as activation
+does), for the JAX backend: from the clone (`pip install ".[jax]"`) and
+from the wheel that `python -m build --wheel` makes. pip may download from
+the package index (or the machine's configured mirror). Then, in that
+environment and outside the source tree, the package imports and a layer
+runs.
+"""
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from test_packaging import NOT_SOURCE
+
+import conv_self_attention
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.once
+
+SMOKE = (
+    "import numpy as np, conv_self_attention as c; "
+    "y = c.SelfAttention2D(num_heads=2)(np.ones((1, 4, 4, 16), 'float32')); "
+    "print(c.__version__, tuple(y.shape), c.__file__, sep='|')"
+)
+
+
+def install_blocks():
+    section = (ROOT / "README.md").read_text()
+    section = section.split("<!-- --8<-- [start:install] -->", 1)[1]
+    section = section.split("<!-- --8<-- [end:install] -->", 1)[0]
+    return re.findall(r"^```bash\n(.*?)^```$", section, re.M | re.S)
+
+
+def test_the_readme_names_the_clone_and_the_wheel():
+    clone, wheel = install_blocks()
+    assert 'pip install ".[jax]"' in clone
+    assert "python -m build --wheel" in wheel
+    # The wheel's name, with this release's version.
+    version = conv_self_attention.__version__
+    assert f"conv_self_attention-{version}-py3-none-any.whl[jax]" in wheel
+
+
+@pytest.mark.parametrize("form", ["clone", "wheel"])
+def test_install_as_written_in_a_fresh_environment(form, tmp_path):
+    block = install_blocks()[["clone", "wheel"].index(form)]
+    source = tmp_path / "conv-self-attention"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", str(venv)], check=True, timeout=120
+    )
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYTHON", "VIRTUAL_ENV", "KERAS_"))
+    }
+    env.update(
+        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        VIRTUAL_ENV=str(venv),
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+    )
+    installed = subprocess.run(
+        ["bash", "-e", "-c", block],
+        cwd=source,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,  # a hang; measured 20-40 s on 2 loaded cores
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    ran = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", SMOKE],
+        cwd=tmp_path,
+        env=dict(env, KERAS_BACKEND="jax"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    version, shape, location = ran.stdout.splitlines()[-1].split("|")
+    assert version == conv_self_attention.__version__
+    assert shape == "(1, 4, 4, 16)"
+    # Installed into the new environment, not imported from the source.
+    assert location.startswith(str(venv))
