@@ -43,8 +43,9 @@ bench: venv
 	$(BIN)/python benchmarks/attention.py --backend torch --sizes 16 32 64 128
 
 # On a CUDA machine with torch and JAX (not .venv: its JAX is the CPU
-# build): the GPU tests, then the checked benchmark, in one call
-# (docs/guide/gpu.md; Keras from .gpu/ where the machine lacks it).
+# build): a preflight, the checked benchmark's headline cases, then the GPU
+# and device tests, in one call, with the payload .gpu/ that
+# benchmarks/prepare_gpu_payload.sh makes (docs/development.md).
 bench-gpu:
 	PYTHON=$(PYTHON) benchmarks/run_gpu.sh
 
