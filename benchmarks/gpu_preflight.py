@@ -33,9 +33,9 @@ def where(module, payload):
     path = os.path.realpath(getattr(module, "__file__", None) or "")
     if payload and path.startswith(os.path.realpath(payload) + os.sep):
         return "payload"
-    if path.startswith(ROOT + os.sep):
+    if path.startswith(os.path.join(ROOT, "src") + os.sep):
         return "checkout"
-    return "machine"
+    return "machine"  # the interpreter's own packages (a venv here)
 
 
 def _version(distribution):
@@ -196,7 +196,12 @@ def payload_lines(payload):
     compiled = sorted(f for f in os.listdir(payload) if f.startswith("cp"))
     if tag in compiled:
         return [f"payload: site/ and {tag}/ first on PYTHONPATH"], ""
-    line = (f"payload: no compiled wheels (optree) for {tag}, only for "
+    carried = sorted(
+        name.split("-")[0] for name in os.listdir(
+            os.path.join(payload, compiled[0])) if name.endswith(".dist-info")
+    ) if compiled else []
+    line = (f"payload: no compiled wheels ({', '.join(carried)}) for {tag}, "
+            f"only for "
             f"{' '.join(compiled)}: the machine's own are used if it has "
             "them (prepare the payload with --python-versions "
             f"{sys.version_info[0]}.{sys.version_info[1]})")
