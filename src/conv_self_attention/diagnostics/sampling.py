@@ -22,8 +22,10 @@ AUTO_SAMPLE_SIZE = 1024
 # probabilities, one product or difference and its absolute value, and
 # one temporary a backend may make (a transposed or broadcast operand).
 BLOCK_ARRAYS = 6
-# Float32 `(queries, keys)` matrices per block: distances, local keys.
-QUERY_KEY_ARRAYS = 2
+# `(queries, keys)` matrices per block, in float32 sizes: the distances
+# and their temporaries (3), the local keys as int64 window offsets and
+# their absolute values (4), and the two as tensors (1 + 1 with the bool).
+QUERY_KEY_ARRAYS = 9
 FLOAT32_BYTES = 4
 QueryPlan = collections.namedtuple(
     "QueryPlan",
@@ -208,29 +210,40 @@ def local_keys(spatial_shape, pool_size=None, query_rows=None):
 
     Args:
         spatial_shape: the spatial sizes of the input map.
-        pool_size: the layer's `pool_size`.
+        pool_size: the layer's `pool_size`. Defaults to `None`.
         query_rows: row-major indices of the queries. Defaults to all.
+
+    Returns:
+        A boolean NumPy array, one row per query, one column per key.
     """
-    pools = normalize_pool_size(pool_size, len(spatial_shape)) or (
-        (1,) * len(spatial_shape))
+    rank = len(spatial_shape)
+    pools = normalize_pool_size(pool_size, rank) or (1,) * rank
     starts = _window_starts(spatial_shape, pools)
-    cells = np.stack(np.meshgrid(
-        *[np.arange(size) for size in spatial_shape], indexing="ij"
-    ), axis=-1).reshape(-1, len(spatial_shape))
-    if query_rows is not None:
-        cells = cells[np.asarray(query_rows)]
-    # The window of cell c on an axis: (c - first start) // pool.
-    offsets = np.array([start[0] for start in starts])
-    query_windows = (cells - offsets) // np.array(pools)
-    key_windows = np.stack(np.meshgrid(
-        *[np.arange(len(start)) for start in starts], indexing="ij"
-    ), axis=-1).reshape(-1, len(spatial_shape))
-    gap = np.abs(query_windows[:, None] - key_windows[None]).max(axis=-1)
-    return gap <= 1
+    cells = _cells(spatial_shape, query_rows)
+    key_windows = _cells([len(start) for start in starts])
+    local = True
+    # Axis by axis, so that no `(n, M, rank)` array is made.
+    for axis, (start, pool) in enumerate(zip(starts, pools, strict=True)):
+        window = (cells[:, axis] - start[0]) // pool
+        local = local & (
+            np.abs(window[:, None] - key_windows[None, :, axis]) <= 1)
+    return local
+
+
+def _cells(spatial_shape, rows=None):
+    """`(n, rank)` int coordinates of the cells `rows` (default: all)."""
+    indices = np.arange(int(np.prod(spatial_shape))) if rows is None else (
+        np.asarray(rows))
+    return np.stack(np.unravel_index(indices, tuple(spatial_shape)), axis=-1)
 
 
 def pairwise_distances(query_positions, key_positions):
     """`(N, M)` float32 Euclidean distances between query and key positions
     (`query_coordinates`, `key_coordinates`), in input cells."""
-    offsets = query_positions[:, None] - key_positions[None]
-    return np.sqrt(np.sum(np.square(offsets), axis=-1)).astype("float32")
+    squares = 0.0
+    # Axis by axis, so that no `(N, M, rank)` array is made.
+    for axis in range(query_positions.shape[-1]):
+        offsets = (query_positions[:, None, axis]
+                   - key_positions[None, :, axis]).astype("float32")
+        squares = squares + np.square(offsets)
+    return np.sqrt(squares).astype("float32")

@@ -293,11 +293,16 @@ def _full_pass(layer, query, key, value, scale, plan, head_kernel):
     total = 0.0
     for start in range(0, num_queries, plan.queries_per_step):
         block = query[:, start : start + plan.queries_per_step]
-        probs = ops.softmax(_logits(block, key, scale), axis=-1)
-        total += ops.convert_to_numpy(ops.sum(probs, axis=2)).astype(
-            "float64")
-        context = ops.einsum("bhnm,bmhd->bnhd", probs, value)
-        del probs
+        logits = _logits(block, key, scale)
+        weights = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))
+        del logits
+        # The softmax's division is applied to the small results only.
+        inverse = 1.0 / ops.sum(weights, axis=-1)
+        total += ops.convert_to_numpy(ops.einsum(
+            "bhnm,bhn->bhm", weights, inverse)).astype("float64")
+        context = ops.einsum("bhnm,bmhd->bnhd", weights, value)
+        del weights
+        context = context * ops.transpose(inverse, (0, 2, 1))[..., None]
         squares = squares + _output_squares(layer, context, head_kernel)
     return squares, ops.convert_to_tensor(
         (total / num_queries).astype("float32"))
