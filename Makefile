@@ -13,8 +13,8 @@ ONCE_BACKEND := jax
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: venv test lint demo bench bench-gpu bench-plots docs docs-serve \
-	docs-notebook docs-figures clean
+.PHONY: venv test test-meta lint demo bench bench-gpu bench-plots docs \
+	docs-serve docs-notebook docs-figures clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,13 @@ test: venv
 	  echo "=== KERAS_BACKEND=$$backend ==="; \
 	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -m "$$marker" $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
+
+# A stand-in for a GPU on a CPU: the `meta_device` tests with Keras' torch
+# device set to `meta` (tensors with devices, shapes and dtypes, no values),
+# which fails where a test or kernel mixes a CPU tensor into Keras' device.
+test-meta: venv
+	KERAS_BACKEND=torch KERAS_TORCH_DEVICE=meta $(BIN)/python -m pytest \
+	  -m meta_device $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -17,6 +17,7 @@ from tests.conftest import to_numpy
 H200 = (9, 0)
 
 
+@pytest.mark.meta_device
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_last_kernel_is_the_kernel_that_ran(kernel_calls, implementation):
     from conv_self_attention import SelfAttention2D

@@ -60,7 +60,7 @@ def test_backward_reaches_every_trainable_parameter():
     import torch
 
     layer, inputs = make_layer()
-    outputs = layer(torch.from_numpy(inputs), training=True)
+    outputs = layer(keras.ops.convert_to_tensor(inputs), training=True)
     (outputs**2).sum().backward()
     for parameter in layer.parameters():
         if parameter.requires_grad:
