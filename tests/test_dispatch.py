@@ -16,6 +16,7 @@ from conv_self_attention import kernels
 from conv_self_attention.kernels import auto
 from conv_self_attention.kernels import device
 from conv_self_attention.kernels import fused
+from tests import gpu_host
 from tests.conftest import BACKEND
 from tests.conftest import to_numpy
 from tests.reference import relative_error
@@ -333,5 +334,9 @@ def test_jax_compute_dtype_path_on_gpu_needs_cudnn():
         out = fused.fused_attention(query, key, value, 1.0, True, "gpu")
         assert _relative_error(out, _reference(*inputs)) < 0.05
     else:
+        # Not the GPU branch by accident: a CUDA JAX that lost its GPU.
+        if found.platform != "gpu":
+            problem = gpu_host.unseen_gpu_problem("jax")
+            assert problem is None, problem
         with pytest.raises(RuntimeError, match="cuDNN"):
             fused.fused_attention(query, key, value, 1.0, True, "gpu")

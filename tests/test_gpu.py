@@ -3,13 +3,18 @@
 The `cpu` variant of every test runs everywhere (in CI, where it can fail
 like any other test); the `gpu` variant runs where the backend has a CUDA
 GPU (`benchmarks/run_gpu.sh` runs this file there for torch and JAX) and
-is skipped, saying so, elsewhere. What a test expects follows the device
-it runs on: e.g. `auto` runs the compute-dtype flash kernel under mixed
-precision on an NVIDIA GPU of compute capability 8.0+ (torch, JAX) and
-the CPU rule on a CPU. conftest.py sets full float32 matmul precision, so
-float32 tolerances hold on both.
+is skipped, saying so, elsewhere (it fails where `nvidia-smi` lists a GPU
+that a CUDA build of the backend does not find: `gpu_host.py`). What a
+test expects follows the device it runs on: e.g. `auto` runs the
+compute-dtype flash kernel under mixed precision on an NVIDIA GPU of
+compute capability 8.0+ (torch, JAX) and the CPU rule on a CPU.
+conftest.py sets full float32 matmul precision, so float32 tolerances
+hold on both.
 """
 
+import os
+
+import gpu_host
 import keras
 import numpy as np
 import pytest
@@ -56,9 +61,10 @@ def gpu_capability():
 @pytest.fixture(params=DEVICES)
 def device(request):
     """Runs the test on this device (`keras.device`); the `gpu` variant
-    is skipped where the backend has no CUDA GPU."""
+    is skipped where the backend has no CUDA GPU, and fails where
+    `nvidia-smi` lists one that a CUDA build of the backend cannot see."""
     if request.param == "gpu" and gpu_capability() is None:
-        pytest.skip(f"no CUDA GPU for {BACKEND} on this machine")
+        gpu_host.skip_or_fail_without_gpu(BACKEND)
     with keras.device(f"{request.param}:0"):
         yield request.param
 
@@ -262,3 +268,33 @@ def test_large_map_float32_matches_a_sampled_reference(device):
     found = out.reshape(2, size * size, 64)[:, queries]
     assert relative_error(found, expected) < 1e-4
     assert np.isfinite(input_grad).all()
+
+
+FAKE_GPU_LIST = "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)"
+
+
+@pytest.mark.parametrize(
+    "listing, cuda_build, outcome",
+    [
+        (FAKE_GPU_LIST, True, "fail"),
+        (FAKE_GPU_LIST, False, "skip"),
+        ("No devices were found", True, "skip"),
+    ],
+)
+def test_a_gpu_test_without_a_gpu_fails_where_nvidia_smi_lists_one(
+    tmp_path, monkeypatch, listing, cuda_build, outcome
+):
+    """A stand-in `nvidia-smi` first on PATH, and the backend's build
+    described: the `gpu` variant's check on a machine with a GPU."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(f"#!/bin/sh\necho '{listing}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(gpu_host, "built_with_cuda", lambda _: cuda_build)
+    expected = {"fail": pytest.fail.Exception, "skip": pytest.skip.Exception}
+    with pytest.raises(expected[outcome]) as raised:
+        gpu_host.skip_or_fail_without_gpu(BACKEND)
+    if outcome == "fail":
+        assert "nvidia-smi lists 1 GPU(s)" in str(raised.value)
+    else:
+        assert f"no CUDA GPU for {BACKEND}" in str(raised.value)
