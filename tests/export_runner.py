@@ -7,10 +7,11 @@ Usage: `python export_runner.py RUNTIME MANIFEST`, where RUNTIME is
 of an inputs file is fed on its own (a batch of 2, then of 1, through one
 loaded artifact, so the batch stays dynamic); the outputs file gets the
 results under the same names, or `error` with the runtime's message. One
-process runs all artifacts of one runtime.
+process runs all artifacts of one runtime. The tests call `run_runtime`.
 """
 
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -95,6 +96,21 @@ def main(runtime, manifest):
         if sys.modules.get(name) is not None
     )
     print(json.dumps({"imported": leaked}))
+
+
+def run_runtime(runtime, entries, folder):
+    """Runs `entries` (manifest dicts) in one runner process of `runtime`;
+    returns its report, `{"imported": [...]}` (what it imported of Keras
+    and the package: nothing)."""
+    manifest = folder / f"{runtime}.json"
+    manifest.write_text(json.dumps(entries))
+    result = subprocess.run(
+        [sys.executable, __file__, runtime, str(manifest)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -76,10 +76,15 @@ def _whole_batch(query, key, value, scale, chunk_size):
     return attend(query, key, value)
 
 
+def _dim(tensor, axis):
+    """A size, static where known: exported loops then have a fixed count,
+    and shapes stay known through the backward pass's loop."""
+    size = tensor.shape[axis]
+    return tf.shape(tensor)[axis] if size is None else size
+
+
 def _length(tensor):
-    """N, static where known: exported loops then have a fixed count."""
-    length = tensor.shape[2]
-    return tf.shape(tensor)[2] if length is None else length
+    return _dim(tensor, 2)
 
 
 def _split_blocks(tensor, chunk_size):
@@ -88,9 +93,9 @@ def _split_blocks(tensor, chunk_size):
     num_blocks = (length + chunk_size - 1) // chunk_size
     padding = num_blocks * chunk_size - length
     tensor = tf.pad(tensor, [[0, 0], [0, 0], [0, padding], [0, 0]])
+    batch, heads, width = (_dim(tensor, axis) for axis in (0, 1, 3))
     tensor = tf.reshape(
-        tensor,
-        [-1, tensor.shape[1], num_blocks, chunk_size, tensor.shape[-1]],
+        tensor, [batch, heads, num_blocks, chunk_size, width]
     )
     return tf.transpose(tensor, [2, 0, 1, 3, 4])
 
@@ -98,11 +103,11 @@ def _split_blocks(tensor, chunk_size):
 def _merge_blocks(blocks, length):
     """Inverse of `_split_blocks`: back to `(B, h, N, d)`."""
     tensor = tf.transpose(blocks, [1, 2, 0, 3, 4])
-    num_blocks, _, _, chunk_size, width = blocks.shape
-    if num_blocks is None:
-        num_blocks = tf.shape(blocks)[0]
+    num_blocks, batch, heads, chunk_size, width = (
+        _dim(blocks, axis) for axis in range(5)
+    )
     tensor = tf.reshape(
-        tensor, [-1, blocks.shape[2], num_blocks * chunk_size, width]
+        tensor, [batch, heads, num_blocks * chunk_size, width]
     )
     return tensor[:, :, :length]
 

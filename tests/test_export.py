@@ -1,0 +1,207 @@
+"""Models holding the layer, exported with `model.export`, run in their own
+runtime (`export_runner.py`, a process without Keras or the package) with
+the Keras model's output, at batch 2 and 1 through one artifact whose
+batch was left dynamic.
+
+Every format Keras offers on this backend (issue 22's scope: TensorFlow to
+SavedModel, ONNX, LiteRT; JAX to SavedModel, ONNX; torch to ONNX and
+`format="torch"`) with every kernel at 32x32 and `auto` at 128x128, plus
+each format's answer for unknown height and width. All exports of the
+backend's pass happen once (a module fixture), then one runtime process
+per runtime runs all its artifacts.
+"""
+
+import importlib.util
+
+import keras
+import numpy as np
+import pytest
+from export_runner import run_runtime
+
+from conv_self_attention import SelfAttention2D
+from conv_self_attention import use_attention_kernel
+
+BACKEND = keras.backend.backend()
+CHANNELS = 8
+# max |y_runtime - y_keras| <= RELATIVE_TOLERANCE * max |y_keras|.
+RELATIVE_TOLERANCE = 2e-5
+FORMATS = {
+    "tensorflow": ("tf_saved_model", "onnx", "litert"),
+    "jax": ("tf_saved_model", "onnx"),
+    "torch": ("onnx", "torch"),
+}
+# Per format: the runner's runtime, and the modules the export and the
+# runtime need (all in the `export` extra).
+RUNTIMES = {
+    "tf_saved_model": ("saved_model", ("tensorflow",)),
+    "onnx": ("onnx", ("onnx", "onnxruntime")),
+    "litert": ("litert", ("tensorflow", "ai_edge_litert")),
+    "torch": ("torch", ()),
+}
+ONNX_EXPORTERS = {
+    "tensorflow": "tf2onnx",
+    "jax": "jax2onnx",
+    "torch": "onnxscript",
+}
+SUFFIXES = {"onnx": ".onnx", "litert": ".tflite", "torch": ".pt2"}
+KERNELS = (("dense", 32), ("chunked", 32), ("fused", 32), ("auto", 32))
+KERNELS += (("auto", 128),)
+# Unknown height and width: exported as they are where the format takes
+# them (then also run at another size), else with the spatial shape fixed
+# by `input_signature` (the documented answer, docs/guide/deploying.md).
+DYNAMIC_SPATIAL = {
+    "tensorflow": ("tf_saved_model", "onnx"),
+    "jax": ("tf_saved_model",),
+    "torch": (),
+}
+
+
+def _cells():
+    formats = FORMATS.get(BACKEND, ())
+    cells = [
+        (fmt, kernel, size, "fixed")
+        for fmt in formats
+        for kernel, size in KERNELS
+    ]
+    for fmt in formats:
+        dynamic = fmt in DYNAMIC_SPATIAL[BACKEND]
+        cells.append((fmt, "auto", 32, "unknown" if dynamic else "signature"))
+    return cells
+
+
+CELLS = _cells()
+
+
+def _cell_id(cell):
+    fmt, kernel, size, spatial = cell
+    return f"{fmt}-{kernel}-{size}-{spatial}"
+
+
+def _skip_reason(fmt):
+    """Why this format's cells cannot run here, or `None`."""
+    needed = list(RUNTIMES[fmt][1])
+    if fmt == "onnx":
+        needed.append(ONNX_EXPORTERS[BACKEND])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"{missing} not installed (the `export` extra)"
+    if fmt == "torch" and str(keras.ops.zeros(()).device) != "cpu":
+        # The runner runs on the CPU; the program holds the GPU device.
+        return "torch programs exported on a GPU run on that GPU"
+    return None
+
+
+def _model(size, spatial):
+    """Conv2D -> SelfAttention2D(gamma=1) -> Conv2D; batch unknown."""
+    keras.utils.set_random_seed(0)
+    side = size if spatial == "fixed" else None
+    inputs = keras.Input((side, side, CHANNELS))
+    x = keras.layers.Conv2D(16, 1)(inputs)
+    layer = SelfAttention2D(gamma=1.0, name="attention")
+    x = layer(x)
+    outputs = keras.layers.Conv2D(4, 1)(x)
+    return keras.Model(inputs, outputs), layer
+
+
+def _export_kwargs(fmt, size, spatial):
+    kwargs = {}
+    if spatial == "signature":
+        kwargs["input_signature"] = [
+            keras.InputSpec(
+                shape=(None, size, size, CHANNELS), dtype="float32"
+            )
+        ]
+    if fmt == "litert":
+        import tensorflow as tf
+
+        # Builtin ops only: Keras allows Flex ops by default, which a plain
+        # LiteRT interpreter cannot run.
+        builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        kwargs["target_spec"] = {"supported_ops": builtins}
+    if fmt == "torch":
+        import torch
+
+        # Keras fixes the batch at 1 unless asked for a dynamic one.
+        batch = torch.export.Dim("batch", min=1, max=64)
+        kwargs["dynamic_shapes"] = {0: batch}
+    return kwargs
+
+
+def _inputs(size, spatial):
+    rng = np.random.default_rng(size)
+    batch = rng.normal(size=(2, size, size, CHANNELS)).astype("float32")
+    inputs = {"batch2": batch, "batch1": batch[:1]}
+    if spatial == "unknown":
+        inputs["other_size"] = batch[:1, : size // 2, : size // 2]
+    return inputs
+
+
+def _export_cell(cell, folder):
+    """Exports one cell; returns its runner entry and the expected outputs."""
+    fmt, kernel, size, spatial = cell
+    name = _cell_id(cell)
+    model, layer = _model(size, spatial)
+    inputs = _inputs(size, spatial)
+    with use_attention_kernel(kernel):
+        expected = {
+            key: keras.ops.convert_to_numpy(model(value))
+            for key, value in inputs.items()
+        }
+        artifact = str(folder / name) + SUFFIXES.get(fmt, "")
+        model.export(
+            artifact, format=fmt, verbose=False,
+            **_export_kwargs(fmt, size, spatial),
+        )
+    np.savez(folder / f"{name}-inputs.npz", **inputs)
+    entry = {
+        "artifact": artifact,
+        "inputs": str(folder / f"{name}-inputs.npz"),
+        "outputs": str(folder / f"{name}-outputs.npz"),
+    }
+    return entry, expected, layer.last_kernel
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`{cell: (outputs or error, expected, traced KernelCall)}`."""
+    folder = tmp_path_factory.mktemp(f"export-{BACKEND}")
+    results, entries = {}, {}
+    for cell in CELLS:
+        if _skip_reason(cell[0]):
+            continue
+        try:
+            entry, expected, traced = _export_cell(cell, folder)
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            results[cell] = (f"export: {error}", None, None)
+            continue
+        runtime = RUNTIMES[cell[0]][0]
+        entries.setdefault(runtime, []).append((cell, entry))
+        results[cell] = (None, expected, traced)
+    for runtime, cell_entries in entries.items():
+        report = run_runtime(
+            runtime, [entry for _, entry in cell_entries], folder
+        )
+        assert report["imported"] == [], report
+        for cell, entry in cell_entries:
+            with np.load(entry["outputs"]) as outputs:
+                produced = {key: outputs[key] for key in outputs.files}
+            results[cell] = (produced, *results[cell][1:])
+    return results
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=_cell_id)
+def test_exported_model_matches_keras(exported, cell):
+    reason = _skip_reason(cell[0])
+    if reason:
+        pytest.skip(reason)
+    produced, expected, traced = exported[cell]
+    assert not isinstance(produced, str), produced
+    assert "error" not in produced, str(produced.get("error"))
+    kernel = cell[1]
+    if kernel != "auto":
+        assert traced.implementation == kernel
+    for key, want in expected.items():
+        got = produced[key]
+        assert got.shape == want.shape, key
+        bound = RELATIVE_TOLERANCE * np.abs(want).max()
+        np.testing.assert_allclose(got, want, rtol=0, atol=bound, err_msg=key)
