@@ -14,7 +14,7 @@ needs pip there:
 
     site/       the pure-Python packages, one copy for every Python
     cp3XY/      the compiled ones (optree), one folder per CPython version
-    MANIFEST.txt   what it holds, read by run_gpu.sh's preflight
+    MANIFEST.txt   what it holds (run_gpu.sh stops where it is missing)
 
 `run_gpu.sh` puts `cp3XY/` and `site/` first on `PYTHONPATH`, so these
 versions are used even where the machine has others. The package itself
@@ -125,7 +125,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python-versions", nargs="+",
                         default=list(PYTHON_VERSIONS))
-    parser.add_argument("--output", default=os.path.join(ROOT, ".gpu"))
+    parser.add_argument("--output", default=os.path.join(ROOT, ".gpu"),
+                        help="replaced as a whole (default: .gpu)")
     args = parser.parse_args(argv)
     pins = requirements(versions=args.python_versions)
     shutil.rmtree(args.output, ignore_errors=True)

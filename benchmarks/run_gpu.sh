@@ -16,7 +16,8 @@
 #      side by side, with the time left.
 #
 #   benchmarks/run_gpu.sh [--smoke] [--output-dir DIR] [--seconds N]
-#       [--backends "torch jax"] [--payload DIR] [-- gpu.py options ...]
+#       [--backends "torch jax"] [--payload DIR] [--pack]
+#       [-- gpu.py options ...]
 #
 # --smoke: the same steps on a CPU (no GPU check; the benchmark's tiny
 #   maps), with this environment's packages where there is no payload.
@@ -24,6 +25,9 @@
 #   .gpu): its packages come first on PYTHONPATH, so its pinned Keras,
 #   pytest and hypothesis are used even where the machine has others.
 #   Without --smoke a missing payload stops the run in one line.
+# --pack: the output folder gets four files, for runners that return only
+#   a few: summary.txt, preflight.log, the joined benchmark report
+#   gpu_<device>.md, and gpu_run.tar.gz holding every file of the run.
 # GPU_TESTS, DEVICE_TESTS (environment): pytest arguments replacing steps
 #   3 and 4, e.g. "tests/test_gpu.py -k large_map"; empty: not asked for.
 #
@@ -45,6 +49,7 @@ limit=330
 backends="torch jax"
 payload="$root/.gpu"
 smoke=0
+pack=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1 ;;
@@ -52,6 +57,7 @@ while [ $# -gt 0 ]; do
     --seconds) limit="$2"; shift ;;
     --backends) backends="$2"; shift ;;
     --payload) payload="$2"; shift ;;
+    --pack) pack=1 ;;
     --) shift; break ;;
     *) echo "run_gpu.sh: unknown argument: $1" >&2; exit 64 ;;
   esac
@@ -85,10 +91,29 @@ export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}"
 
 mkdir -p "$output"
+lines="$(mktemp -d)"
+pack_up() {  # --pack: the run's files into the output folder as four
+  local file
+  tar -czf "$packed/gpu_run.tar.gz" -C "$output" .
+  for file in "$output"/summary.txt "$output"/preflight.log \
+    "$output"/gpu_*.md; do
+    case "$file" in
+      *_torch.md | *_jax.md | *_tensorflow.md) ;;  # in the joined report
+      *) [ -f "$file" ] && cp "$file" "$packed/" ;;
+    esac
+  done
+}
+if [ "$pack" = 1 ]; then
+  # Written elsewhere, packed into the output folder whatever ends the run.
+  packed="$output"
+  output="$lines/run"
+  mkdir "$output"
+  trap 'pack_up; rm -rf "$lines"' EXIT
+else
+  trap 'rm -rf "$lines"' EXIT
+fi
 summary="$output/summary.txt"
 : >"$summary"
-lines="$(mktemp -d)"
-trap 'rm -rf "$lines"' EXIT
 
 left() { echo $((limit - (SECONDS - started))); }
 # Seconds a step may outlast its limit (SIGKILL's 20 s after SIGINT, and

@@ -12,6 +12,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tarfile
 from importlib import metadata
 
 import pytest
@@ -58,14 +59,15 @@ def _fake_payload(tmp_path, missing=None):
 
 def test_smoke_runs_every_step_in_order(tmp_path):
     """Preflight, the benchmark's cases, the GPU tests, the device tests:
-    each ran and passed, counted from its JUnit XML or JSON results. One
-    test of each file and one tiny case keep it short; without a payload
-    this environment's packages are used."""
+    each ran and passed, counted from its JUnit XML or JSON results, and
+    `--pack` leaves four files. One test of each file (its CPU variant)
+    and one tiny case keep it short; without a payload this environment's
+    packages are used."""
     output = tmp_path / "out"
     done = _run(
         ["--smoke", "--backends", "jax", "--seconds", str(SMOKE_SECONDS),
          "--payload", str(tmp_path / "none"), "--output-dir", str(output),
-         "--", "--implementations", "auto", "--policies", "float32",
+         "--pack", "--", "--implementations", "auto", "--policies", "float32",
          "--shapes", "8x2x16"],
         tmp_path, SMOKE_SECONDS + 60,
         GPU_TESTS="tests/test_gpu.py::test_auto_runs_the_devices_kernel_"
@@ -89,8 +91,16 @@ def test_smoke_runs_every_step_in_order(tmp_path):
     for word in ("Python 3.", "payload: none", "pytest ", "hypothesis ",
                  "jax ", "jaxlib ", "device: ", "Keras ", "runs: jax"):
         assert word in preflight
-    (result,) = output.glob("gpu_*_jax.json")
-    records = json.loads(result.read_text())["records"]
+    (report,) = output.glob("gpu_*.md")  # the backends' joined report
+    assert sorted(p.name for p in output.iterdir()) == sorted(
+        ["summary.txt", "preflight.log", report.name, "gpu_run.tar.gz"])
+    with tarfile.open(output / "gpu_run.tar.gz") as packed:
+        names = packed.getnames()
+        for name in ("gpu_tests_jax.xml", "device_tests_jax.xml",
+                     "benchmark_jax.log", "summary.txt"):
+            assert f"./{name}" in names
+        (result,) = [n for n in names if n.endswith("_jax.json")]
+        records = json.load(packed.extractfile(result))["records"]
     assert [(r["size"], r["case"], r["verdict"]) for r in records] == [
         (8, "auto", "PASS")]
 
