@@ -128,7 +128,8 @@ bounded() {  # bounded NAME ...: benchmarks/gpu_step.sh, line to $lines
 # 1. Preflight.
 if [ "$smoke" = 0 ]; then
   timeout 20 nvidia-smi --format=csv \
-    --query-gpu=name,memory.total,driver_version,compute_cap >"$output/nvidia-smi.csv" 2>&1
+    --query-gpu=name,memory.total,driver_version,compute_cap 2>&1 \
+    | tee "$output/nvidia-smi.csv"
 fi
 smoke_flag=()
 [ "$smoke" = 1 ] && smoke_flag=(--smoke)
@@ -141,7 +142,10 @@ timeout -s INT --kill-after=10 100 "$python" benchmarks/gpu_preflight.py \
 code=$?
 note "preflight: ran $((SECONDS - begin)) s (limit 100 s), exit $code"
 if [ "$code" != 0 ]; then
-  tee -a "$summary" <"$lines/abort" >&2
+  # Its one line, or why there is none (e.g. it reached its limit).
+  [ -s "$lines/abort" ] || echo "run_gpu.sh: preflight: ended with exit" \
+    "$code and no reason (124: reached its 100 s limit)" >"$lines/abort"
+  tail -n 1 "$lines/abort" | tee -a "$summary" >&2
   exit 2
 fi
 read -r -a names <"$output/backends.txt"
