@@ -42,7 +42,9 @@ def representative(images):
     return dataset
 
 
-def accuracy(tflite_model, dataset):
+def evaluate(tflite_model, dataset, keras_probabilities):
+    """Held-out accuracy, and the largest change of a class probability
+    against the Keras model."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=tflite_model)
@@ -52,8 +54,10 @@ def accuracy(tflite_model, dataset):
     interpreter.set_tensor(index, dataset.x_test)
     interpreter.invoke()
     output = interpreter.get_output_details()[0]["index"]
-    predicted = interpreter.get_tensor(output).argmax(axis=-1)
-    return float(np.mean(predicted == dataset.y_test))
+    probabilities = interpreter.get_tensor(output)
+    accuracy = np.mean(probabilities.argmax(axis=-1) == dataset.y_test)
+    change = np.abs(probabilities - keras_probabilities).max()
+    return float(accuracy), float(change)
 
 
 def converter_for(saved_model, mode, dataset, denylisted_ops=()):
@@ -119,19 +123,22 @@ def main(argv=None):
     from conv_self_attention.demo.data import load_dataset
 
     dataset = load_dataset("digits", seed=args.seed)
-    model, _, keras_accuracy = train_classifier(
+    trained = train_classifier(
         args.attention, dataset, args.epochs, seed=args.seed
     )
+    model, keras_accuracy = trained[0], trained[2]
     layer = model.get_layer("attention")
     print(f"{dataset.describe()}; attention {args.attention}, kernel "
           f"{layer.last_kernel.implementation}")
     folder = tempfile.mkdtemp()
     saved_model = os.path.join(folder, "saved_model")
     model.export(saved_model, format="tf_saved_model", verbose=False)
-    rows = [("Keras (float32)", keras_accuracy, None)]
+    probabilities = model.predict(dataset.x_test, verbose=0)
+    rows = [("Keras (float32)", (keras_accuracy, 0.0), None)]
     for mode in ("float32", "dynamic-range", "int8"):
         tflite = converter_for(saved_model, mode, dataset).convert()
-        rows.append((f"LiteRT {mode}", accuracy(tflite, dataset), len(tflite)))
+        result = evaluate(tflite, dataset, probabilities)
+        rows.append((f"LiteRT {mode}", result, len(tflite)))
     worst, debugger = drifting_ops(saved_model, dataset)
     print("int8 op types by worst normalized RMSE against float:")
     for op, error in list(worst.items())[:6]:
@@ -140,12 +147,13 @@ def main(argv=None):
     for ops in ([kept[0]], kept) if kept else ():
         tflite = denylisted_model(debugger, saved_model, dataset, ops)
         label = f"LiteRT int8, {' and '.join(ops)} in float"
-        rows.append((label, accuracy(tflite, dataset), len(tflite)))
+        result = evaluate(tflite, dataset, probabilities)
+        rows.append((label, result, len(tflite)))
     print(f"\n| model | held-out accuracy ({len(dataset.x_test)} digits) "
-          "| size (KiB) |\n|---|---|---|")
-    for label, value, size in rows:
+          "| max change of a probability | size (KiB) |\n|---|---|---|---|")
+    for label, (accuracy, change), size in rows:
         size = "" if size is None else f"{size / 1024:.0f}"
-        print(f"| {label} | {value:.4f} | {size} |")
+        print(f"| {label} | {accuracy:.4f} | {change:.4f} | {size} |")
 
 
 if __name__ == "__main__":
