@@ -133,6 +133,9 @@ def run_probes(backends, payload):
                 "backend": backend,
                 "backend_error": "probe died: " + " ".join(
                     err.strip().splitlines()[-1:])}
+            # Why a backend found no GPU is in its warnings (a CUDA
+            # plugin that failed to load, say).
+            found[backend]["stderr_tail"] = err.strip().splitlines()[-3:]
         except subprocess.TimeoutExpired:
             child.kill()
             found[backend] = {"backend": backend, "backend_error":
@@ -161,7 +164,10 @@ def describe(found):
         parts.append(f"Keras does not import: {found['keras_error']}")
     else:
         parts.append(f"Keras {found['keras']} ({found['keras_from']})")
-    return "; ".join(parts)
+    line = "; ".join(parts)
+    if not found["gpu"] and found.get("stderr_tail"):
+        line += "\n  its last warnings: " + " | ".join(found["stderr_tail"])
+    return line
 
 
 def decide(probes, smoke):
