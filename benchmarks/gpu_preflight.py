@@ -70,7 +70,8 @@ def _jax_probe():
     devices = jax.devices()
     found = {"version": jax.__version__, "jaxlib": jaxlib.__version__,
              "gpu": devices[0].platform == "gpu",
-             "device": f"{devices[0].platform} {devices[0].device_kind}",
+             "device": " ".join(dict.fromkeys(  # "cpu", "gpu NVIDIA H200"
+                 (devices[0].platform, devices[0].device_kind))),
              "capability": getattr(devices[0], "compute_capability", None)}
     # CUDA and cuDNN as installed next to JAX (its plugin and NVIDIA's
     # wheels); a system-wide CUDA has no distribution to ask.
