@@ -38,7 +38,11 @@ EXECUTED_NOTEBOOK = DOCS / "notebook.ipynb"
 
 # Pages whose Python blocks run in another process, by this test file (which
 # reads them from the page).
-PYTHON_RUN_ELSEWHERE = {"guide/pytorch.md": "tests/test_torch_interop.py"}
+PYTHON_RUN_ELSEWHERE = {
+    "guide/pytorch.md": "tests/test_torch_interop.py",
+    # Per backend, the blocks whose first line names it.
+    "guide/deploying.md": "tests/test_export.py",
+}
 
 # Shell blocks, by page and first command line, run by a test file (which
 # runs the same script).
@@ -64,6 +68,10 @@ SHELL_RUN_ELSEWHERE = {
 
 # Shell blocks no test runs, and why.
 SHELL_EXEMPT = {
+    ("guide/deploying.md", 'pip install "conv-self-attention[export]"'): (
+        "installs from the package index; the `export` extra is part of "
+        "`dev`, which CI installs"
+    ),
     ("index.md", "make demo"): "make targets: CI runs `make test`; "
     "tests/test_demo.py runs the demo",
     (
