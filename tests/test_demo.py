@@ -1,6 +1,7 @@
 """Tests of the demo: its parts per backend, and a `--quick` run once."""
 
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -100,8 +101,12 @@ def test_spread_and_differences():
     values = report.spread([1.0, 2.0, 3.0])
     assert values["mean"] == 2.0 and values["std"] == pytest.approx(1.0)
     baseline = report.spread([1.0, 1.0, 1.0])
-    # s.e. = sqrt(1 / 3 + 0 / 3).
-    assert report._difference(values, baseline, 2) == "+1.00 (s.e. 0.58)"
+    # s.e. = sqrt(1 / 3 + 0 / 3); t(0.975, 2 d.f.) = 4.303 (tables).
+    delta, error, half_width = report.difference_interval(values, baseline)
+    assert (delta, error) == (1.0, pytest.approx(math.sqrt(1 / 3)))
+    assert half_width == pytest.approx(4.3027 * math.sqrt(1 / 3), rel=1e-4)
+    assert report._difference(values, baseline, 2) == (
+        "+1.00 (s.e. 0.58; 95%: -1.48 to +3.48)")
     assert report._difference(one, baseline, 1) == "-0.5"
 
 
@@ -245,6 +250,7 @@ def test_quick_demo_writes_valid_results(tmp_path):
         assert set(values) == set(STATISTICS)
         assert 0.0 <= values["entropy"]["mean"] <= 1.0
     assert "mean_distance" in result.stdout
+    assert "query_dependence" in result.stdout
 
     text = page.read_text()
     assert text.count("data:image/png;base64,") == 17

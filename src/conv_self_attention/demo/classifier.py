@@ -16,13 +16,15 @@ DESCRIPTIONS = {
 
 
 def train_classifier(attention, dataset, epochs, seed=0, batch_size=32):
-    """Trains one classifier; returns `(model, history_dict, accuracy)`.
+    """Trains one classifier; returns `(model, history_dict, accuracy,
+    monitor)`.
 
     The held-out set is the validation data, used to draw accuracy curves
     and for the final test accuracy (the last epoch's, which is the final
     model's); nothing is selected on it. With attention, its statistics on
-    the first `MONITOR_EXAMPLES` held-out images are logged every epoch
-    (`attention/attention/<statistic>`).
+    the first `MONITOR_EXAMPLES` held-out images are measured before
+    training and logged every epoch (`attention/attention/<statistic>`)
+    by the returned `AttentionMonitor` (`None` without attention).
     """
     keras.utils.set_random_seed(seed)
     model = build_classifier(attention, resolution=dataset.resolution)
@@ -31,22 +33,20 @@ def train_classifier(attention, dataset, epochs, seed=0, batch_size=32):
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    callbacks = []
+    monitor = None
     if attention != "none":
-        callbacks.append(
-            AttentionMonitor(dataset.x_test[:MONITOR_EXAMPLES])
-        )
+        monitor = AttentionMonitor(dataset.x_test[:MONITOR_EXAMPLES])
     history = model.fit(
         dataset.x_train,
         dataset.y_train,
         batch_size=batch_size,
         epochs=epochs,
         validation_data=(dataset.x_test, dataset.y_test),
-        callbacks=callbacks,
+        callbacks=[monitor] if monitor else [],
         verbose=2,
     )
     accuracy = history.history["val_accuracy"][-1]
-    return model, history.history, float(accuracy)
+    return model, history.history, float(accuracy), monitor
 
 
 def train_all(dataset, epochs, seeds=(0,)):
@@ -54,7 +54,7 @@ def train_all(dataset, epochs, seeds=(0,)):
 
     Returns:
         `{place: [result dict per seed]}`, each with `model`, `history`,
-        `test_accuracy` and `seed`.
+        `test_accuracy`, `monitor` and `seed`.
     """
     results = {place: [] for place in ATTENTION_PLACES}
     for seed in seeds:
@@ -63,13 +63,14 @@ def train_all(dataset, epochs, seeds=(0,)):
                 f"\nClassifier {number}/{len(ATTENTION_PLACES)}, seed "
                 f"{seed}: {DESCRIPTIONS[place]}"
             )
-            model, history, accuracy = train_classifier(
+            model, history, accuracy, monitor = train_classifier(
                 place, dataset, epochs, seed
             )
             results[place].append({
                 "model": model,
                 "history": history,
                 "test_accuracy": accuracy,
+                "monitor": monitor,
                 "seed": seed,
             })
     return results

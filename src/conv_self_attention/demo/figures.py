@@ -99,7 +99,8 @@ def classifier_curves(results, labels, path):
 
 
 def statistics_figure(history, path, title):
-    """Attention statistics per epoch, as `AttentionMonitor` logs them."""
+    """Attention statistics per epoch, from an `AttentionMonitor` or a
+    history of its keys."""
     return save(visualize.plot_attention_statistics(history, title=title), path)
 
 

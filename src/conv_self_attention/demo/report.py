@@ -1,8 +1,9 @@
 """The demo's results: `metrics.json`, the printed summary, `index.html`.
 
 Every comparison is reported as mean and spread (sample standard
-deviation) over the seeds it ran with, next to the difference of the means
-and its standard error, so that a difference can be told from noise.
+deviation) over the seeds it ran with, next to the difference of the means,
+its standard error and its 95% Student's t interval, so that a difference
+can be told from seed noise.
 """
 
 import base64
@@ -12,6 +13,7 @@ import os
 
 import keras
 import numpy as np
+import scipy.stats
 
 from conv_self_attention.demo import classifier
 from conv_self_attention.demo import gan
@@ -125,14 +127,34 @@ def _mean_std(value, digits):
     return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
 
 
-def _difference(value, baseline, digits):
-    """Difference of means with its standard error (if both have spread)."""
+def difference_interval(value, baseline):
+    """`(delta, standard error, half-width of the 95% interval)` of the
+    difference of two means over seeds, or `None` for the last two when a
+    side has one seed.
+
+    The interval is Student's t with `min(n1, n2) - 1` degrees of freedom
+    (the conservative choice for unequal variances): with 3 seeds a side,
+    4.30 standard errors, not 2.
+    """
     delta = value["mean"] - baseline["mean"]
     if value["std"] is None or baseline["std"] is None:
+        return delta, None, None
+    counts = len(value["values"]), len(baseline["values"])
+    error = math.sqrt(value["std"] ** 2 / counts[0]
+                      + baseline["std"] ** 2 / counts[1])
+    quantile = scipy.stats.t.ppf(0.975, min(counts) - 1)
+    return delta, error, float(quantile * error)
+
+
+def _difference(value, baseline, digits):
+    """Difference of means with its s.e. and 95% interval (if both have
+    spread)."""
+    delta, error, half_width = difference_interval(value, baseline)
+    if error is None:
         return f"{delta:+.{digits}f}"
-    error = math.sqrt(value["std"] ** 2 / len(value["values"])
-                      + baseline["std"] ** 2 / len(baseline["values"]))
-    return f"{delta:+.{digits}f} (s.e. {error:.{digits}f})"
+    return (f"{delta:+.{digits}f} (s.e. {error:.{digits}f}; 95%: "
+            f"{delta - half_width:+.{digits}f} to "
+            f"{delta + half_width:+.{digits}f})")
 
 
 def result_tables(metrics):
@@ -216,8 +238,9 @@ def summary(metrics, output_dir, files):
         lines += ["", *_text_table(*table)]
     lines += [
         "  " + FEATURES_NOTE,
-        "  The difference of two means is noise-level when it is within "
-        "about two standard errors (s.e.).",
+        "  A difference of two means whose 95% interval (Student's t, "
+        "min(seeds) - 1 degrees of freedom) contains 0 is within seed "
+        "noise.",
         "",
         f"{len(files)} files written under {output_dir}:",
     ]

@@ -171,10 +171,10 @@ def _classifier_figures(classifiers, dataset, output_dir):
         model = run["model"]
         description = classifier.DESCRIPTIONS[place]
         files.append(figures.statistics_figure(
-            run["history"], os.path.join(
+            run["monitor"], os.path.join(
                 output_dir, f"attention_statistics_classifier_{place}.png"),
             f"Classifier, {description}, seed {run['seed']}: attention "
-            "statistics per epoch",
+            "statistics before training and per epoch",
         ))
         files.append(figures.distance_figure(
             model, monitored,

@@ -222,7 +222,7 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
         axis.set_title(name)
         axis.set_xlabel("epochs completed")
     for axis in axes.flat[len(names):]:
-        axis.set_axis_off()
+        axis.remove()
     axes[0][0].legend(fontsize=7)
     figure.suptitle(title or "Attention statistics per epoch")
     return figure
