@@ -347,3 +347,10 @@ def test_site_has_every_page_and_the_executed_notebook(site):
         assert (site / html).is_file(), html
     notebook = (site / "notebook" / "index.html").read_text()
     assert "data:image/png;base64" in notebook  # its figures
+
+
+def test_the_layer_formula_is_math_that_needs_no_script(site):
+    page = (site / "guide" / "layer" / "index.html").read_text()
+    assert page.count('<math display="block">') == 3
+    # Drawn by the browser: no MathJax or KaTeX script, nothing fetched.
+    assert not re.search(r"mathjax|katex", page, re.I)
