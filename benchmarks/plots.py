@@ -70,21 +70,31 @@ def column_title(result):
         f"{result['backend']}\n"
         f"{machine['cpus']} CPUs, {machine['memory_gib']} GiB, "
         f"{machine['processor']}\n{versions}\n"
-        f"{result['started_utc'][:10]}, conv-self-attention {release}"
+        f"{result['started_utc'][:10]}, release {release}"
     )
 
 
 def size_label(size, records):
     batches = {r["batch"] for r in records if r["size"] == size}
     batch = batches.pop() if len(batches) == 1 else None
-    return f"{size}x{size}" + (f"\nbatch {batch}" if batch else "")
+    return f"{size}²" + (f"\nb{batch}" if batch else "")
+
+
+# The page shows the figure about 690 px wide: type large enough that the
+# machine/date titles stay readable there (about 11 px) without zooming.
+STYLE = {"font.size": 11, "axes.titlesize": 13, "legend.fontsize": 11}
 
 
 def plot_mode(results, mode):
+    with plt.rc_context(STYLE):
+        return _plot_mode(results, mode)
+
+
+def _plot_mode(results, mode):
     figure, axes = plt.subplots(
         2,
         len(results),
-        figsize=(4.6 * len(results), 8),
+        figsize=(3.5 * len(results), 7.6),
         squeeze=False,
         constrained_layout=True,
     )
@@ -109,21 +119,22 @@ def plot_mode(results, mode):
             axis.set_xticks(sizes, [size_label(s, records) for s in sizes])
             axis.minorticks_off()
             axis.grid(True, which="major", alpha=0.3)
-        time_axis.set_title(column_title(result), fontsize=9)
-        time_axis.set_ylabel("time per step, s (best of repeats)")
+        time_axis.set_title(column_title(result))
+        time_axis.set_ylabel("time per step, s (best)")
         memory_axis.set_ylabel(
-            "RSS increase over before the step, GiB"
+            "RSS growth in the step, GiB"
             if increases == {True}
             else "process peak RSS, GiB"
             if increases == {False}
-            else "RSS increase (or process peak RSS), GiB"
+            else "RSS growth (or peak RSS), GiB"
         )
-        memory_axis.set_xlabel("feature map (64 channels)")
-    axes[0, 0].legend(fontsize=8)
+        memory_axis.set_xlabel("map size², batch (64 channels)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=3)
     figure.suptitle(
         f"{MODES[mode]} pass on CPU: our layer, the naive SAGAN block and "
-        "Keras MultiHeadAttention (missing points: skipped or out of memory)",
-        fontsize=10,
+        "Keras MultiHeadAttention\n(missing points: skipped or out of "
+        "memory)",
     )
     return figure
 
