@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import pathlib
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,13 @@ SUFFIXES = {"onnx": ".onnx", "litert": ".tflite"}
 
 
 def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS. Not `ru_maxrss`, which Linux carries over
+    `exec` from the parent that forked the process."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def measure(runtime, artifact, side):
