@@ -332,6 +332,35 @@ def test_figures_open_full_size_and_code_wraps(site):
     css = (site / "stylesheets" / "extra.css").read_text()
     rule = css.split(".md-typeset pre > code", 1)[1].split("}", 1)[0]
     assert "white-space: pre-wrap" in rule
+    # The notebook's model.summary() table: small type, scrolls if needed.
+    rule = css.split(".jp-RenderedHTMLCommon pre", 1)[1].split("}", 1)[0]
+    assert "font-size" in rule
+
+
+# Pages about the project's own procedure, which name repository paths as
+# a maintainer in a clone reads them.
+MAINTAINER_PAGES = ("development.md", "changelog.md", "source-files.md")
+
+
+def test_repository_paths_on_user_pages_are_links():
+    path = r"`((?:tests|examples|benchmarks|notebooks)/[^`]*)`"
+    unlinked = {}
+    for page in pages():
+        if page in MAINTAINER_PAGES:
+            continue
+        text = (DOCS / page).read_text()
+        prose = re.sub(r"^```.*?^```$", "", text, flags=re.M | re.S)
+        bare = [
+            match[1]
+            for match in re.finditer(path, prose)
+            if not (
+                prose[: match.start()].endswith("[")
+                and prose[match.end() :].startswith("](")
+            )
+        ]
+        if bare:
+            unlinked[page] = bare
+    assert not unlinked, f"link them (to source-files.md): {unlinked}"
 
 
 def test_notebook_page_links_its_notebook(site):
