@@ -149,7 +149,7 @@ def select_implementation(
     value_width,
     return_scores=False,
 ):
-    """Returns the kernel name `auto` stands for (module docstring).
+    """Returns the kernel name `auto` stands for (the `kernels.auto` rule).
 
     Args:
         backend: `"tensorflow"`, `"jax"` or `"torch"`.

@@ -197,7 +197,7 @@ class BaseSelfAttention(keras.layers.Layer):
 
     @property
     def last_kernel(self):
-        """The `kernels.KernelCall` of the latest call (class docstring)."""
+        """The `kernels.KernelCall` of the latest call (see `Attributes`)."""
         return self._last_kernel
 
     @property
