@@ -20,11 +20,15 @@ give the global batch, which must divide over all processes:
         --global-batch 64
 
 Each process uses the GPU of its `LOCAL_RANK` and nccl, or the CPU and
-gloo. A process that cannot reach `MASTER_ADDR:MASTER_PORT` within
-`--init-timeout` seconds exits with an error naming the address. With
-`--output-dir`, rank 0 writes `result.json` (the all-reduced mean loss of
-every step and the final weights) and `weights.pt` (the model's
-`state_dict`).
+gloo where torch sees no GPU. A host needs one GPU per process (nccl
+cannot share one among processes): with more processes than visible GPUs
+every process exits with an error saying so before it joins the process
+group; start fewer (`--nproc-per-node`), or train on the CPUs with
+`CUDA_VISIBLE_DEVICES=` (empty), as the tests do. A process that cannot
+reach `MASTER_ADDR:MASTER_PORT` within `--init-timeout` seconds exits with
+an error naming the address. With `--output-dir`, rank 0 writes
+`result.json` (the all-reduced mean loss of every step and the final
+weights) and `weights.pt` (the model's `state_dict`).
 """
 
 import argparse
@@ -63,10 +67,9 @@ def join_processes(timeout):
     import torch
     import torch.distributed as dist
 
-    device = torch.device("cpu")
+    device = choose_device(rank)
     backend = "gloo"
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
         torch.cuda.set_device(device)
         backend = "nccl"
     try:
@@ -82,6 +85,27 @@ def join_processes(timeout):
             f"{address} within {timeout} s: {str(error).splitlines()[0]}"
         )
     return rank, world_size, device
+
+
+def choose_device(rank):
+    """The GPU of this process's `LOCAL_RANK`, or the CPU where torch sees
+    no GPU; exits with one line where this host starts more processes
+    (`LOCAL_WORLD_SIZE`) than torch sees GPUs."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), local_rank + 1)
+    gpus = torch.cuda.device_count()
+    if processes > gpus:
+        sys.exit(
+            f"rank {rank}: {processes} processes on this host but {gpus} "
+            f"GPU(s) visible; each process needs its own GPU. Start at most "
+            f"--nproc-per-node {gpus}, or set CUDA_VISIBLE_DEVICES= (empty) "
+            "to train on the CPUs with gloo"
+        )
+    return torch.device("cuda", local_rank)
 
 
 def train(model, rank, world_size, device, args):

@@ -28,6 +28,15 @@ H200 = {"name": "NVIDIA H200", "gpu": True, "compute_capability": "9.0",
 SMALL = (8, 2, 32)
 
 
+@pytest.fixture(autouse=True)
+def _on_the_cpu():
+    """Every layer here runs on the CPU, which the checks describe
+    (`CPU`), also where Keras' default device is a GPU: a GPU-run layer
+    runs that GPU's kernels, which the CPU's rule does not expect."""
+    with keras.device("cpu:0"):
+        yield
+
+
 def _built(case, policy="float32", shape=SMALL):
     """A benchmark case's layer, called once, and its input (conftest
     resets the global policy after the test)."""

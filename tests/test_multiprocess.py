@@ -44,6 +44,10 @@ WEIGHT_ATOL = 1e-5
 # worker probes the coordinator before importing a framework).
 JOIN_TIMEOUT_S = 15
 START_SLACK_S = 30
+# Every run on CPUs, as documented, also on a GPU host: there JAX would put
+# both processes on its one GPU and torch 3 ranks on one (which the
+# example refuses), and the tolerances above are CPU measurements.
+ON_CPUS = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
 def documented_commands(prefix):
     """Every command line in the shell blocks of the guide page
     (docs/guide/distributed.md) that starts with `prefix`, split as the
@@ -71,10 +75,10 @@ def start_jax(out, port):
     for command in two:
         command = [sys.executable, *command[1:], "--output-dir", out / "two"]
         command[command.index("--coordinator") + 1] = f"localhost:{port}"
-        jobs.append(Job(command, cwd=ROOT))
+        jobs.append(Job(command, cwd=ROOT, **ON_CPUS))
     batch = flag(two[0], "--global-batch")
     one = [sys.executable, EXAMPLES / "multiprocess_jax.py", "--global-batch"]
-    jobs.append(Job([*one, batch, "--output-dir", out / "one"]))
+    jobs.append(Job([*one, batch, "--output-dir", out / "one"], **ON_CPUS))
     return jobs
 
 
@@ -88,7 +92,7 @@ def start_torch(out):
                             ("one", "1")):
         run = [*torchrun, *command[1:], "--output-dir", out / name]
         run[run.index("--nproc-per-node") + 1] = processes
-        jobs[name] = Job(run, cwd=ROOT)
+        jobs[name] = Job(run, cwd=ROOT, **ON_CPUS)
     return jobs
 
 
@@ -97,10 +101,10 @@ def start_tensorflow(out, ports):
     script = [sys.executable, EXAMPLES / "multiworker_tensorflow.py"]
     jobs = [
         Job([*script, "--workers", workers, "--index", index,
-             "--output-dir", out / "two"])
+             "--output-dir", out / "two"], **ON_CPUS)
         for index in ("0", "1")
     ]
-    return jobs + [Job([*script, "--output-dir", out / "one"])]
+    return jobs + [Job([*script, "--output-dir", out / "one"], **ON_CPUS)]
 
 
 def start_unreachable(address):
@@ -230,7 +234,7 @@ def loaded_on_every_backend(jax_runs, out):
     command = [sys.executable, "-c", LOAD_AND_PREDICT, out / "model.keras",
                out / "outputs.npz"]
     loads = {
-        backend: Job(command, KERAS_BACKEND=backend)
+        backend: Job(command, KERAS_BACKEND=backend, **ON_CPUS)
         for backend in ("tensorflow", "jax", "torch")
     }
     return {
@@ -293,6 +297,37 @@ def test_torch_ddp_three_processes_match_one(torch_runs, out):
     assert_same_training([many], single)
 
 
+# Runs the torch example as `__main__`, torch seeing one (fake) GPU.
+WITH_ONE_GPU = """
+import os
+import runpy
+import sys
+import torch
+torch.cuda.is_available = lambda: True
+torch.cuda.device_count = lambda: 1
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_torch_more_processes_than_gpus_stop_before_joining():
+    """3 processes on a host whose torch sees 1 GPU (the documented
+    one-host line on a one-GPU machine): one line saying what to do, not
+    3 ranks on `cuda:0..2`."""
+    command = [sys.executable, "-c", WITH_ONE_GPU, EXAMPLES / "torch_ddp.py",
+               "--global-batch", "12"]
+    completed = Job(command, RANK="0", LOCAL_RANK="0", WORLD_SIZE="3",
+                    LOCAL_WORLD_SIZE="3", MASTER_ADDR="localhost",
+                    MASTER_PORT="1").result()
+    assert completed.returncode != 0
+    (line,) = completed.stderr.strip().splitlines()
+    assert line.startswith(
+        "rank 0: 3 processes on this host but 1 GPU(s) visible;"
+    ), line
+    assert "--nproc-per-node 1" in line and "CUDA_VISIBLE_DEVICES=" in line
+
+
 LOAD_STATE_DICT = """
 import json
 import sys
@@ -318,7 +353,7 @@ def test_torch_state_dict_loads_into_an_independently_built_model(
     out = out / "torch" / "many"
     command = [sys.executable, "-c", LOAD_STATE_DICT, EXAMPLES,
                out / "weights.pt"]
-    loaded = Job(command, KERAS_BACKEND="torch").succeeded()
+    loaded = Job(command, KERAS_BACKEND="torch", **ON_CPUS).succeeded()
     loaded = json.loads(loaded.stdout.splitlines()[-1])
     trained = read_json(out / "result.json")["weights"]
     assert sorted(loaded) == sorted(trained)
