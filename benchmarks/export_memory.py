@@ -57,6 +57,7 @@ def measure(runtime, artifact, side):
 def export_all(backend, side, folder):
     os.environ["KERAS_BACKEND"] = backend
     import keras
+    import numpy as np
 
     from conv_self_attention import SelfAttention2D
     from conv_self_attention import use_attention_kernel
@@ -64,6 +65,7 @@ def export_all(backend, side, folder):
     inputs = keras.Input((side, side, 16))
     layer = SelfAttention2D(gamma=1.0, name="attention")
     model = keras.Model(inputs, keras.layers.Conv2D(4, 1)(layer(inputs)))
+    model(np.zeros((1, side, side, 16), "float32"))  # torch exports need it
     artifacts = []
     for kernel in ("dense", "chunked", "fused"):
         for fmt in FORMATS[backend]:
