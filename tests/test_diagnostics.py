@@ -188,7 +188,8 @@ def test_sample_matches_the_full_computation_on_its_queries():
     # A budget of a few query rows forces blocks of one example and one
     # query; the sample, the contribution and the query dependence (whose
     # mean distributions are over every query) stay the same.
-    floats = diagnostics.sampling.BLOCK_ARRAYS * 2 * 9
+    sampling = diagnostics.sampling
+    floats = (sampling.BLOCK_ARRAYS * 2 + sampling.QUERY_KEY_ARRAYS) * 9
     plan = diagnostics.plan_query_sample(3, 2, 36, 9, sample_size=10,
                                          max_bytes=4 * floats + 100)
     assert plan[:3] == (10, 1, 1)
@@ -280,12 +281,13 @@ def test_plan_keeps_every_step_within_the_budget(sizes):
     examples, heads, queries, keys = sizes
     floats = {"example_floats": 7 * queries, "row_floats": 40}
     row = diagnostics.sampling.BLOCK_ARRAYS * heads * keys + 40
-    for budget in (4 * (row + 9 * queries), 2**20, 2**28):
+    shared = diagnostics.sampling.QUERY_KEY_ARRAYS * keys
+    for budget in (4 * (row + shared + 7 * queries), 2**20, 2**28):
         plan = diagnostics.plan_query_sample(*sizes, max_bytes=budget,
                                              **floats)
         held = 4 * (plan.examples_per_step * 7 * queries
                     + plan.examples_per_step * plan.queries_per_step * row
-                    + plan.queries_per_step * 2 * keys)
+                    + plan.queries_per_step * shared)
         assert held == plan.step_bytes <= budget
         assert plan.examples_per_step >= 1 and plan.queries_per_step >= 1
         # The sample does not depend on the budget.
