@@ -22,6 +22,7 @@ import sys
 
 import keras
 import pytest
+from test_docs import BLOCK
 from test_docs import DOCS
 from test_docs import NOTEBOOK
 from test_docs import REFERENCE_NAMES
@@ -292,7 +293,13 @@ def mentioned_identifiers():
         sources[dotted] = inspect.getdoc(resolve(dotted)) or ""
     found = {}
     for where, source in sources.items():
-        code = re.findall(r"^```\w*\n(.*?)^```", source, re.M | re.S)
+        # Python blocks without their comments (shell blocks name commands,
+        # not the API), and code spans in the prose.
+        code = [
+            re.sub(r"#.*", "", block)
+            for language, block in BLOCK.findall(source)
+            if language in ("python", "")
+        ]
         prose = re.sub(r"^```\w*\n.*?^```", "", source, flags=re.M | re.S)
         code += re.findall(r"`([^`\n]+)`", prose)
         for identifier in re.findall(r"[A-Za-z_]\w*", "\n".join(code)):

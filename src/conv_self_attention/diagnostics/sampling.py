@@ -81,7 +81,7 @@ def plan_query_sample(
     ```python
     >>> plan = plan_query_sample(8, 2, 4096, 4096, max_bytes=2**28)
     >>> plan.num_sampled, plan.examples_per_step, plan.queries_per_step
-    (1024, 8, 167)
+    (1024, 8, 156)
     ```
     """
     for name, value in (("num_examples", num_examples),

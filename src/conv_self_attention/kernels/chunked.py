@@ -48,7 +48,23 @@ _BACKEND_MODULES = {
 
 
 def block_elements(platform):
-    """Logits per block that the default chunk size keeps within."""
+    """Logits per block that the default chunk size keeps within.
+
+    Args:
+        platform: the device platform, `"cpu"` or another (`"gpu"`,
+            `"rocm"`, `"tpu"`, ...), as in `device.Device.platform`.
+
+    Returns:
+        `2**21` on a CPU (cache-sized), `2**27` on any other device.
+
+    Example:
+
+    ```python
+    >>> from conv_self_attention.kernels.chunked import block_elements
+    >>> block_elements("cpu") == 2**21, block_elements("gpu") == 2**27
+    (True, True)
+    ```
+    """
     if platform == "cpu":
         return CPU_BLOCK_ELEMENTS
     return ACCELERATOR_BLOCK_ELEMENTS
