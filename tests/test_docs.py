@@ -68,9 +68,9 @@ SHELL_RUN_ELSEWHERE = {
 
 # Shell blocks no test runs, and why.
 SHELL_EXEMPT = {
-    ("guide/deploying.md", 'pip install "conv-self-attention[export]"'): (
-        "installs from the package index; the `export` extra is part of "
-        "`dev`, which CI installs"
+    ("guide/deploying.md", 'pip install ".[export]"'): (
+        "installs the export tools from the package index; the `export` "
+        "extra is part of `dev`, which CI installs"
     ),
     ("index.md", "make demo"): "make targets: CI runs `make test`; "
     "tests/test_demo.py runs the demo",

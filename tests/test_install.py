@@ -91,3 +91,22 @@ def test_install_as_written_in_a_fresh_environment(form, tmp_path):
     assert shape == "(1, 4, 4, 16)"
     # Installed into the new environment, not imported from the source.
     assert location.startswith(str(venv))
+
+
+def test_the_package_index_form_only_as_what_applies_once_published():
+    """Wherever the package names `pip install conv-self-attention...`
+    (README, pages, the package's own messages), its sentence (or
+    admonition) says the package is not published yet or applies once it
+    is."""
+    sources = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    sources += (ROOT / "src" / "conv_self_attention").rglob("*.py")
+    early = {}
+    for source in sources:
+        text = source.read_text()
+        for match in re.finditer(r"pip install \"?conv-self-attention", text):
+            before = re.split(r"\.\s|\n\n", text[: match.start()])[-1]
+            after = re.split(r"\.\s|\n\n", text[match.end() :])[0]
+            if "published" not in (before + after).lower():
+                name = source.relative_to(ROOT).as_posix()
+                early.setdefault(name, []).append(before[-60:] + "|" + after)
+    assert not early, early
