@@ -12,6 +12,8 @@ per runtime runs all its artifacts.
 """
 
 import importlib.util
+import pathlib
+import re
 
 import keras
 import numpy as np
@@ -44,8 +46,9 @@ ONNX_EXPORTERS = {
     "torch": "onnxscript",
 }
 SUFFIXES = {"onnx": ".onnx", "litert": ".tflite", "torch": ".pt2"}
-KERNELS = (("dense", 32), ("chunked", 32), ("fused", 32), ("auto", 32))
-KERNELS += (("auto", 128),)
+# `auto` at 32x32 is the model of the guide's examples (below), run with
+# each format of the backend.
+KERNELS = (("dense", 32), ("chunked", 32), ("fused", 32), ("auto", 128))
 # Unknown height and width: exported as they are where the format takes
 # them (then also run at another size), else with the spatial shape fixed
 # by `input_signature` (the documented answer, docs/guide/deploying.md).
@@ -200,8 +203,72 @@ def test_exported_model_matches_keras(exported, cell):
     kernel = cell[1]
     if kernel != "auto":
         assert traced.implementation == kernel
+    relative = {}
     for key, want in expected.items():
         got = produced[key]
         assert got.shape == want.shape, key
-        bound = RELATIVE_TOLERANCE * np.abs(want).max()
-        np.testing.assert_allclose(got, want, rtol=0, atol=bound, err_msg=key)
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(
+            got, want, rtol=0, atol=RELATIVE_TOLERANCE * scale, err_msg=key
+        )
+        relative[key] = float(np.abs(got - want).max() / scale)
+    # Shown with `pytest -rP`: the numbers of the guide's support matrix.
+    print(f"{BACKEND} {_cell_id(cell)} traced {traced[:2]}: {relative}")
+
+
+GUIDE = pathlib.Path(__file__).resolve().parents[1] / "docs/guide/deploying.md"
+# The first line of each Python block of the guide names where it runs.
+GUIDE_LABELS = {
+    "# TensorFlow or JAX:": ("tensorflow", "jax"),
+    "# TensorFlow:": ("tensorflow",),
+    "# torch:": ("torch",),
+    "# Any backend:": ("tensorflow", "jax", "torch"),
+    # Run by tests/test_export_torch_module.py on the PyTorch guide's module.
+    "# torch.nn.Module:": (),
+}
+
+
+# Each block exports, then loads and runs the artifact after this line.
+RUN_MARK = "# Load and run it"
+
+
+def guide_blocks(label=None):
+    """The guide's Python blocks for this backend, or those of `label`."""
+    pattern = re.compile(r"^```python\n(.*?)^```$", re.M | re.S)
+    blocks = pattern.findall(GUIDE.read_text())
+    chosen = []
+    for block in blocks:
+        first = next(k for k in GUIDE_LABELS if block.startswith(k + " "))
+        if first == label or (label is None and BACKEND in GUIDE_LABELS[first]):
+            chosen.append(block)
+    return chosen
+
+
+def test_guide_examples_run_and_match(tmp_path, monkeypatch):
+    blocks = guide_blocks()
+    for fmt in FORMATS[BACKEND]:
+        reason = _skip_reason(fmt)
+        if reason:
+            pytest.skip(reason)
+    monkeypatch.chdir(tmp_path)
+    model, _ = _model(32, "fixed")
+    inputs = _inputs(32, "fixed")
+    for block in blocks:
+        # Exported once; loaded and run at batch 2, then at batch 1.
+        export, run = block.split(RUN_MARK)
+        namespace = {"keras": keras, "model": model}
+        for key, images in inputs.items():
+            expected = keras.ops.convert_to_numpy(model(images))
+            namespace["images"] = images
+            if export:
+                exec(compile(export, str(GUIDE), "exec"), namespace)
+                export = ""
+            exec(compile(RUN_MARK + run, str(GUIDE), "exec"), namespace)
+            outputs = namespace["outputs"]
+            if hasattr(outputs, "detach"):  # a torch tensor
+                outputs = outputs.detach().numpy()
+            bound = RELATIVE_TOLERANCE * np.abs(expected).max()
+            np.testing.assert_allclose(
+                np.asarray(outputs), expected, rtol=0, atol=bound,
+                err_msg=f"{key}: {block}",
+            )
