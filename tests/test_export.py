@@ -272,3 +272,22 @@ def test_guide_examples_run_and_match(tmp_path, monkeypatch):
                 np.asarray(outputs), expected, rtol=0, atol=bound,
                 err_msg=f"{key}: {block}",
             )
+
+
+@pytest.mark.once
+def test_use_attention_kernel_is_checked_scoped_and_not_stored():
+    with pytest.raises(ValueError, match="attention_implementation='flash'"):
+        with use_attention_kernel("flash"):
+            pass
+    with pytest.raises(ValueError, match="chunk_size=0"):
+        with use_attention_kernel("chunked", chunk_size=0):
+            pass
+    layer = SelfAttention2D(attention_implementation="dense")
+    images = np.zeros((1, 8, 8, 16), "float32")
+    with use_attention_kernel("chunked", chunk_size=32):
+        layer(images)
+        assert layer.last_kernel[:2] == ("chunked", 32)
+    assert layer.get_config()["attention_implementation"] == "dense"
+    assert layer.get_config()["chunk_size"] is None
+    layer(images)
+    assert layer.last_kernel.implementation == "dense"
