@@ -105,6 +105,8 @@ class BaseSelfAttention(keras.layers.Layer):
             the kernel that ran (`"dense"`, `"chunked"` or `"fused"`,
             never `"auto"`), the chunked kernel's block size, and more.
             Set when `call` runs or is traced; `None` before the first.
+            `use_attention_kernel` chooses another kernel for a while
+            (e.g. for an export) without changing the config.
 
     Raises:
         ValueError: at construction, for an invalid argument (the message
