@@ -234,6 +234,13 @@ def test_docstrings_the_guides_point_to_are_on_the_site(site, reference):
     for row in rows:  # a Markdown table: its cells, in order
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert " ".join(cell for cell in cells if cell) in text(auto), row
+    # attention_statistics describes its statistics in its module's
+    # docstring.
+    assert "module's docstring" in inspect.getdoc(
+        conv_self_attention.attention_statistics
+    )
+    module = entry(reference, "conv_self_attention.diagnostics.statistics")
+    assert "query_dependence" in module
     # `layer.last_kernel`, documented in the layer's docstring.
     last_kernel = docstring_block(
         conv_self_attention.BaseSelfAttention, "Attributes"
