@@ -66,5 +66,8 @@ class _KerasDocstring(griffe.Docstring):
 
 class KerasSections(griffe.Extension):
     def on_instance(self, *, obj, **kwargs):
+        # The handler renders `docstring.parsed`, which calls `parse` with
+        # the options of mkdocs.yml: a subclass that post-processes its
+        # sections keeps those options and griffe's own parsing.
         if obj.docstring is not None:
             obj.docstring.__class__ = _KerasDocstring
