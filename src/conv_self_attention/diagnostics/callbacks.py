@@ -122,7 +122,6 @@ class AttentionMonitor(keras.callbacks.Callback):
         # Checked now rather than after the first epoch.
         self.options = checked_options(per_head, sample_size, seed,
                                         MAX_BYTES)
-        del self.options["max_bytes"]
         self.epochs = []
         self.history = {}
         self.sample_sizes = {}
