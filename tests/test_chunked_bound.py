@@ -7,13 +7,13 @@ import importlib
 
 import numpy as np
 import pytest
+from helpers import BACKEND
+from helpers import to_numpy
+from reference import reference_self_attention
+from reference import relative_error
 
 from conv_self_attention import SelfAttention2D
 from conv_self_attention.kernels import chunked
-from tests.conftest import BACKEND
-from tests.conftest import to_numpy
-from tests.reference import reference_self_attention
-from tests.reference import relative_error
 
 # Logits per block: 128 queries x 256 keys x 2 heads of one image. The
 # smallest whole-batch block, 32 queries, fits for 4 images (what a batch
@@ -62,7 +62,7 @@ def layers_and_inputs():
 
 def check(layer, dense_outputs, outputs, shapes, x):
     """One image per block, CHUNK queries, all of it within the budget."""
-    assert layer.last_kernel[:3] == ("chunked", CHUNK, True)
+    assert layer.last_kernel[:2] == ("chunked", chunked.BlockPlan(CHUNK, True))
     assert shapes and all(None not in shape for shape in shapes)
     assert max(np.prod(shape) for shape in shapes) <= BUDGET
     assert {shape[0] for shape in shapes} == {1}
@@ -161,7 +161,8 @@ def test_explicit_chunk_is_honoured_past_the_budget(small_budget, monkeypatch):
 
             jax.jit(layer)(x)
             per_image = False
-    assert layer.last_kernel[:3] == ("chunked", 64, per_image)
+    planned = chunked.BlockPlan(64, per_image)
+    assert layer.last_kernel[:2] == ("chunked", planned)
     images = 1 if per_image else BATCH
     assert set(shapes) == {(images, 1, 64, SHAPE[0] * SHAPE[1])}
 

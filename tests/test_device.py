@@ -11,12 +11,12 @@ import os
 import keras
 import numpy as np
 import pytest
+from helpers import BACKEND
 
 from conv_self_attention import kernels
 from conv_self_attention.kernels import auto
 from conv_self_attention.kernels import chunked
 from conv_self_attention.kernels import device
-from tests.conftest import BACKEND
 
 HOPPER = device.Device("gpu", (9, 0))
 

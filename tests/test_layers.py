@@ -4,8 +4,8 @@
 import keras
 import numpy as np
 import pytest
-from backend_utils import KerasTestCase
-from backend_utils import trainable_gradients
+from helpers import KerasTestCase
+from helpers import gradients
 from reference import reference_self_attention
 
 from conv_self_attention import SelfAttention1D
@@ -150,7 +150,7 @@ def test_gradients_reach_every_weight_including_gamma():
         filters=12, num_heads=2, gamma=0.5, use_bias=True, pool_size=2
     )
     layer.build(x.shape)
-    grads = trainable_gradients(layer, x)
+    _, _, grads = gradients(layer, [x])
     assert len(grads) == 11  # 5 kernels, 5 biases, gamma
     for path, grad in grads.items():
         assert np.all(np.isfinite(grad)), path
@@ -161,7 +161,7 @@ def test_gamma_zero_gives_projections_exactly_zero_gradient():
     x = make_input((5, 6, 8))
     layer = SelfAttention2D(gamma=0.0)
     layer.build(x.shape)
-    grads = trainable_gradients(layer, x)
+    _, _, grads = gradients(layer, [x])
     for path, grad in grads.items():
         if path.endswith("gamma"):
             assert np.abs(grad).max() > 0, path

@@ -7,7 +7,7 @@ conftest.py): 15 per test, derandomized, no deadline.
 import keras
 import numpy as np
 import pytest
-from backend_utils import compiled_call
+from helpers import compiled_call
 from hypothesis import given
 from hypothesis import strategies as st
 from reference import reference_self_attention

@@ -92,13 +92,21 @@ def spectral_normalize(kernel, u):
     `(1, out_channels)`. The power iteration is a constant for the gradient,
     which flows through `sigma` as a function of the kernel only
     (Miyato et al., 2018). Callers store `next_u` only when training.
+
+    Where the iteration finds `sigma = 0` (an all-zero kernel, as a
+    zero-initialised residual branch starts) the kernel is used as it is
+    (all zero, not 0 / 0 = NaN) and `next_u` is `u`: the stored vector
+    never becomes zero, so normalization resumes once the kernel is not.
+    Keras' `SpectralNormalization` skips an all-zero kernel the same way.
     """
     matrix = ops.reshape(kernel, (-1, kernel.shape[-1]))
     u = ops.stop_gradient(u)
     v = ops.stop_gradient(_l2_normalize(ops.matmul(u, ops.transpose(matrix))))
-    u = ops.stop_gradient(_l2_normalize(ops.matmul(v, matrix)))
-    sigma = ops.sum(ops.matmul(v, matrix) * u)
-    return kernel / sigma, u
+    next_u = ops.stop_gradient(_l2_normalize(ops.matmul(v, matrix)))
+    sigma = ops.sum(ops.matmul(v, matrix) * next_u)
+    found = sigma > 0
+    safe_sigma = ops.where(found, sigma, ops.ones_like(sigma))
+    return kernel / safe_sigma, ops.where(found, next_u, u)
 
 
 def _l2_normalize(vector):
