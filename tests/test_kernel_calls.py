@@ -13,6 +13,7 @@ from conv_self_attention import kernels
 from conv_self_attention.kernels import IMPLEMENTATIONS
 from conv_self_attention.kernels import chunked
 from conv_self_attention.kernels import device
+from conv_self_attention.kernels import plan as kernel_plan
 
 H200 = (9, 0)
 
@@ -71,7 +72,7 @@ def _compiled(layer):
 def on_hopper(monkeypatch):
     """The kernels plan for an H200, wherever this runs."""
     monkeypatch.setattr(
-        kernels, "find_device", lambda tensor: device.Device("gpu", H200)
+        kernel_plan, "find_device", lambda tensor: device.Device("gpu", H200)
     )
 
 
@@ -81,7 +82,7 @@ def test_flash_rejection_raises_our_value_error(on_hopper, monkeypatch):
     (no cuDNN here, or a head too wide on a GPU); torch's SDPA is made to
     reject it as it does on CUDA ("No available kernel"), since its CPU
     kernel takes any width."""
-    monkeypatch.setattr(kernels, "flash_eligible", lambda **_: True)
+    monkeypatch.setattr(kernel_plan, "flash_eligible", lambda **_: True)
     if BACKEND == "torch":
         import torch
 

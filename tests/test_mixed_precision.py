@@ -14,7 +14,7 @@ from reference import reference_self_attention
 from reference import relative_error
 
 from conv_self_attention import SelfAttention2D
-from conv_self_attention import kernels
+from conv_self_attention.kernels import plan as kernel_plan
 
 POLICIES = ("mixed_float16", "mixed_bfloat16")
 # A 64x64 map with unit-variance features, as after a normalization layer:
@@ -167,7 +167,9 @@ def test_compute_dtype_fused_path_as_accurate_as_float32_cast(monkeypatch):
     expected, _ = reference_self_attention(layer, x)
     errors = {}
     for flash in (False, True):
-        monkeypatch.setattr(kernels, "flash_eligible", lambda _f=flash, **_: _f)
+        monkeypatch.setattr(
+            kernel_plan, "flash_eligible", lambda _f=flash, **_: _f
+        )
         out = to_numpy(compiled_call(layer, x)).astype("float64")
         assert layer.last_kernel.flash == flash
         errors[flash] = relative_error(out, expected)
