@@ -134,3 +134,30 @@ def keras_object(getter, name, identifier):
             f"Invalid value for argument `{name}`: {error} "
             f"Received: {name}={identifier!r}"
         ) from None
+
+
+def pool_size(pool_size, rank):
+    """Returns `pool_size` as a `rank`-tuple of positive ints, or `None`.
+
+    Raises:
+        ValueError: if `pool_size` is not a positive int or a `rank`-tuple
+            of positive ints.
+    """
+    if pool_size is None:
+        return None
+    values = (pool_size,) * rank if is_int(pool_size) else pool_size
+    try:
+        values = tuple(values)
+    except TypeError:
+        values = None
+    if (
+        values is None
+        or len(values) != rank
+        or not all(is_int(value) and value >= 1 for value in values)
+    ):
+        raise ValueError(
+            "Invalid value for argument `pool_size`. Expected `None`, a "
+            f"positive int or a tuple of {rank} positive ints. "
+            f"Received: pool_size={pool_size!r}"
+        )
+    return tuple(int(value) for value in values)

@@ -10,7 +10,6 @@ from conv_self_attention import kernels
 from conv_self_attention.layers import shapes
 from conv_self_attention.layers.config_value import ConfigValue
 from conv_self_attention.layers.grid import key_value_grid
-from conv_self_attention.layers.grid import normalize_pool_size
 from conv_self_attention.layers.grid import num_positions
 from conv_self_attention.layers.kernel_choice import requested_kernel
 from conv_self_attention.layers.projection import PointwiseProjection
@@ -191,7 +190,7 @@ class BaseSelfAttention(keras.layers.Layer):
         self._value_channels = checks.head_multiple(
             "value_channels", value_channels, num_heads
         )
-        self._pool_size = normalize_pool_size(pool_size, rank)
+        self._pool_size = checks.pool_size(pool_size, rank)
         self._use_scale = checks.boolean("use_scale", use_scale)
         self._initial_gamma = checks.finite_float("gamma", gamma)
         self._gamma_trainable = checks.boolean(
