@@ -184,3 +184,48 @@ if BACKEND == "torch":
             if func is torch.matmul and out.shape[-1] == SHAPE[0] * SHAPE[1]:
                 self.shapes.append(tuple(out.shape))
             return out
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.export")
+def test_torch_export_holds_whole_batch_blocks_of_the_plan(small_budget):
+    """Exported with a dynamic batch, blocks span the batch (a loop over
+    images would fix it): the plan says so in `last_kernel`, and every
+    block in the exported graph has the planned queries per block."""
+    import torch
+
+    layer, _, x = layers_and_inputs()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(
+        _Wrapper(layer), (torch.from_numpy(x),),
+        dynamic_shapes=({0: batch},),
+    )
+    planned = chunked.plan_blocks(256, 256, None, 2, "cpu", exporting=True)
+    assert layer.last_kernel.blocks == planned == chunked.BlockPlan(
+        CHUNK, False
+    )
+    assert layer.last_kernel.exporting
+    blocks = [
+        tuple(node.meta["val"].shape)
+        for node in program.graph.nodes
+        if node.target == torch.ops.aten.softmax.int
+    ]
+    assert len(blocks) == 256 // CHUNK
+    for shape in blocks:
+        assert not isinstance(shape[0], int)  # the symbolic batch
+        assert tuple(shape[1:]) == (2, CHUNK, 256)
+    out = program.module()(torch.from_numpy(x[:3]))
+    assert relative_error(
+        to_numpy(out), reference_self_attention(layer, x[:3])[0]
+    ) < 1e-5
+
+
+if BACKEND == "torch":
+    import torch
+
+    class _Wrapper(torch.nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return self.layer(x)

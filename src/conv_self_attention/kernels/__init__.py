@@ -37,8 +37,6 @@ from conv_self_attention.kernels.plan import IMPLEMENTATIONS
 from conv_self_attention.kernels.plan import KernelCall
 from conv_self_attention.kernels.plan import plan_attention
 from conv_self_attention.kernels.plan import plan_kernel
-from conv_self_attention.kernels.plan import record
-from conv_self_attention.kernels.plan import recording_kernel_calls
 from conv_self_attention.kernels.plan import validate_implementation
 
 __all__ = [
@@ -48,7 +46,6 @@ __all__ = [
     "flash_eligible",
     "plan_attention",
     "plan_kernel",
-    "recording_kernel_calls",
     "run_attention",
     "select_implementation",
     "validate_implementation",
@@ -77,7 +74,6 @@ def run_attention(kernel_call, query, key, value, *, scale):
     """
     scale = float(scale)
     query, key, value = on_compute_device(query, key, value)
-    record(kernel_call)
     implementation = kernel_call.implementation
     if implementation == "dense":
         out, scores = dense_attention(query, key, value, scale)

@@ -8,8 +8,6 @@ chunked kernel's blocks, and whether the call is traced for an export.
 calls it. The kernels follow the `KernelCall` they are given.
 """
 
-import contextlib
-import contextvars
 import typing
 
 import keras
@@ -26,8 +24,6 @@ from conv_self_attention.kernels.device import find_device
 from conv_self_attention.kernels.device import is_exporting
 
 IMPLEMENTATIONS = ("auto", "dense", "chunked", "fused")
-
-_RECORDING = contextvars.ContextVar("kernel_calls", default=None)
 
 
 def validate_implementation(implementation):
@@ -199,28 +195,3 @@ def plan_attention(
         return_scores=return_scores,
         exporting=is_exporting(),
     )
-
-
-@contextlib.contextmanager
-def recording_kernel_calls():
-    """Collects the `KernelCall` of every `run_attention` inside the block.
-
-    The layers use it to set `last_kernel` from what their call ran, so an
-    override of `_compute_attention` that runs no kernel leaves `None`.
-
-    Yields:
-        The list that receives the `KernelCall`s, in call order.
-    """
-    calls = []
-    token = _RECORDING.set(calls)
-    try:
-        yield calls
-    finally:
-        _RECORDING.reset(token)
-
-
-def record(kernel_call):
-    """Adds `kernel_call` to the innermost `recording_kernel_calls` list."""
-    calls = _RECORDING.get()
-    if calls is not None:
-        calls.append(kernel_call)

@@ -1,6 +1,7 @@
 """The N-D SAGAN self-attention layer shared by the 1D, 2D and 3D classes."""
 
 import math
+import types
 
 import keras
 from keras import ops
@@ -219,13 +220,16 @@ class BaseSelfAttention(keras.layers.Layer):
         self._kernel_constraint = checks.keras_object(
             keras.constraints.get, "kernel_constraint", kernel_constraint
         )
-        self._last_kernel = None
+        # A holder, not an attribute of the layer: exporters (torch.export)
+        # restore a module's attributes after tracing, and what a trace
+        # ran is what `last_kernel` must then say.
+        self._last_kernel = types.SimpleNamespace(call=None)
         self.input_spec = keras.layers.InputSpec(ndim=rank + 2)
 
     @property
     def last_kernel(self):
         """The `kernels.KernelCall` of the latest call (see `Attributes`)."""
-        return self._last_kernel
+        return self._last_kernel.call
 
     @property
     def channel_axis(self):
@@ -341,13 +345,12 @@ class BaseSelfAttention(keras.layers.Layer):
         query, key, value, shortcut = self.attention_inputs(
             inputs, training=training
         )
-        # What `_compute_attention` ran, recorded here: an override that
-        # runs no kernel leaves `None`, never the previous call's.
-        with kernels.recording_kernel_calls() as ran:
-            context, scores = self._compute_attention(
-                query, key, value, training=training
-            )
-        self._last_kernel = ran[-1] if ran else None
+        # Reset per call: an override of `_compute_attention` that runs no
+        # kernel leaves `None`, never the previous call's kernel.
+        self._last_kernel.call = None
+        context, scores = self._compute_attention(
+            query, key, value, training=training
+        )
         attended = self.output_projection(
             shapes.merge_heads(context), training=training
         )
@@ -378,6 +381,7 @@ class BaseSelfAttention(keras.layers.Layer):
             `(context, scores)`: `context` `(B, N, h, dv / h)` in the
             compute dtype; `scores` the `(B, h, N, M)` float32 softmax
             probabilities when `return_attention_scores`, else `None`.
+            The base method also sets `last_kernel` to what it ran.
         """
         del training  # The kernels have no training-only behaviour.
         implementation, chunk_size = requested_kernel(self)
@@ -385,6 +389,7 @@ class BaseSelfAttention(keras.layers.Layer):
             query, key, value, implementation=implementation,
             chunk_size=chunk_size, return_scores=self.return_attention_scores,
         )
+        self._last_kernel.call = kernel_call
         return kernels.run_attention(
             kernel_call, query, key, value, scale=self.attention_scale
         )
