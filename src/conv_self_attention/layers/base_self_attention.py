@@ -10,10 +10,11 @@ from conv_self_attention import checks
 from conv_self_attention import kernels
 from conv_self_attention.layers import shapes
 from conv_self_attention.layers.config_value import ConfigValue
+from conv_self_attention.layers.config_value import config_of
 from conv_self_attention.layers.grid import key_value_grid
-from conv_self_attention.layers.grid import num_positions
 from conv_self_attention.layers.kernel_choice import requested_kernel
-from conv_self_attention.layers.projection import PointwiseProjection
+from conv_self_attention.layers.projection import attention_inputs
+from conv_self_attention.layers.projection import build_projections
 
 
 class BaseSelfAttention(keras.layers.Layer):
@@ -138,25 +139,25 @@ class BaseSelfAttention(keras.layers.Layer):
           (spectral normalization)
     """
 
-    rank = ConfigValue()
+    rank = ConfigValue(config_key=None)
     filters = ConfigValue()
     num_heads = ConfigValue()
     key_channels = ConfigValue()
     value_channels = ConfigValue()
     pool_size = ConfigValue()
     use_scale = ConfigValue()
-    initial_gamma = ConfigValue()
+    initial_gamma = ConfigValue(config_key="gamma")
     gamma_trainable = ConfigValue()
-    activation = ConfigValue()
+    activation = ConfigValue(serialize=keras.activations.serialize)
     use_bias = ConfigValue()
     spectral_norm = ConfigValue()
     return_attention_scores = ConfigValue()
     data_format = ConfigValue()
     attention_implementation = ConfigValue()
     chunk_size = ConfigValue()
-    kernel_initializer = ConfigValue()
-    kernel_regularizer = ConfigValue()
-    kernel_constraint = ConfigValue()
+    kernel_initializer = ConfigValue(serialize=keras.initializers.serialize)
+    kernel_regularizer = ConfigValue(serialize=keras.regularizers.serialize)
+    kernel_constraint = ConfigValue(serialize=keras.constraints.serialize)
 
     def __init__(
         self,
@@ -266,55 +267,38 @@ class BaseSelfAttention(keras.layers.Layer):
             dtype: `query` `(B, N, h, dk / h)`, `key` `(B, M, h, dk / h)`,
             `value` `(B, M, h, dv / h)` and `shortcut` `(B, *spatial, F)`.
         """
-        x = inputs
-        if self.data_format == "channels_first":
-            x = ops.moveaxis(x, 1, -1)
-        query = self.query_projection(x, training=training)
-        key = self._pool(self.key_projection(x, training=training))
-        value = self._pool(self.value_projection(x, training=training))
-        shortcut = x
-        if self.shortcut_projection is not None:
-            shortcut = self.shortcut_projection(x, training=training)
-        heads = self.num_heads
-        return (
-            shapes.split_heads(query, heads), shapes.split_heads(key, heads),
-            shapes.split_heads(value, heads), shortcut,
-        )
+        return attention_inputs(self, inputs, training)
 
     def build(self, input_shape):
         shapes.check_input_shape(self, input_shape)
         channels = input_shape[self.channel_axis]
         self.output_channels = self.filters or channels
-        self.resolved_key_channels = self.key_channels or _default_channels(
-            self.output_channels // 8, self.num_heads
+        heads = self.num_heads
+        self.resolved_key_channels = self.key_channels or (
+            shapes.default_channels(self.output_channels // 8, heads)
         )
-        self.resolved_value_channels = (
-            self.value_channels
-            or _default_channels(self.output_channels // 2, self.num_heads)
+        self.resolved_value_channels = self.value_channels or (
+            shapes.default_channels(self.output_channels // 2, heads)
         )
         self.attention_scale = 1.0
         if self.use_scale:
             head_width = self.resolved_key_channels // self.num_heads
             self.attention_scale = 1.0 / math.sqrt(head_width)
-        self.query_projection = self._projection(
-            "query_projection", channels, self.resolved_key_channels
-        )
-        self.key_projection = self._projection(
-            "key_projection", channels, self.resolved_key_channels
-        )
-        self.value_projection = self._projection(
-            "value_projection", channels, self.resolved_value_channels
-        )
-        self.output_projection = self._projection(
-            "output_projection",
-            self.resolved_value_channels,
-            self.output_channels,
-        )
-        self.shortcut_projection = None
-        if self.output_channels != channels:
-            self.shortcut_projection = self._projection(
-                "shortcut_projection", channels, self.output_channels
-            )
+        widths = {
+            "query_projection": (channels, self.resolved_key_channels),
+            "key_projection": (channels, self.resolved_key_channels),
+            "value_projection": (channels, self.resolved_value_channels),
+            "output_projection": (
+                self.resolved_value_channels, self.output_channels
+            ),
+            # The residual needs F channels: identity when F == C.
+            "shortcut_projection": (
+                (channels, self.output_channels)
+                if self.output_channels != channels else None
+            ),
+        }
+        for name, projection in build_projections(self, widths).items():
+            setattr(self, name, projection)
         self.gamma = self.add_weight(
             name="gamma",
             shape=(),
@@ -325,20 +309,6 @@ class BaseSelfAttention(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(
             ndim=self.rank + 2, axes={self.channel_axis: channels}
         )
-
-    def _projection(self, name, in_channels, out_channels):
-        projection = PointwiseProjection(
-            out_channels,
-            use_bias=self.use_bias,
-            spectral_norm=self.spectral_norm,
-            kernel_initializer=self.kernel_initializer,
-            kernel_regularizer=self.kernel_regularizer,
-            kernel_constraint=self.kernel_constraint,
-            dtype=self.dtype_policy,
-            name=name,
-        )
-        projection.build((None, in_channels))
-        return projection
 
     def call(self, inputs, training=False):
         shapes.check_input_dtype(self, inputs.dtype)
@@ -394,75 +364,22 @@ class BaseSelfAttention(keras.layers.Layer):
             kernel_call, query, key, value, scale=self.attention_scale
         )
 
-    def _pool(self, tensor):
-        if self.pool_size is None:
-            return tensor
-        return ops.max_pool(
-            tensor,
-            pool_size=self.pool_size,
-            strides=self.pool_size,
-            padding="same",
-            data_format="channels_last",
-        )
-
     def compute_output_shape(self, input_shape):
-        shapes.check_input_shape(self, input_shape)
-        input_shape = tuple(input_shape)
-        output_shape = list(input_shape)
-        output_shape[self.channel_axis] = (
-            self.filters or input_shape[self.channel_axis]
-        )
-        output_shape = tuple(output_shape)
-        if not self.return_attention_scores:
-            return output_shape
-        spatial = self.spatial_shape(input_shape)
-        scores_shape = (
-            input_shape[0],
-            self.num_heads,
-            num_positions(spatial),
-            num_positions(self.key_value_spatial_shape(spatial)),
-        )
-        return output_shape, scores_shape
+        return shapes.output_shapes(self, input_shape)
 
     def compute_output_spec(self, inputs, training=False):
         shapes.check_input_dtype(self, inputs.dtype)
-        shapes_out = self.compute_output_shape(inputs.shape)
+        output_shapes = self.compute_output_shape(inputs.shape)
         if not self.return_attention_scores:
-            return keras.KerasTensor(shapes_out, dtype=self.compute_dtype)
-        output_shape, scores_shape = shapes_out
+            return keras.KerasTensor(output_shapes, dtype=self.compute_dtype)
+        output_shape, scores_shape = output_shapes
         return (
             keras.KerasTensor(output_shape, dtype=self.compute_dtype),
             keras.KerasTensor(scores_shape, dtype="float32"),
         )
 
     def get_config(self):
-        config = {
-            "filters": self.filters,
-            "num_heads": self.num_heads,
-            "key_channels": self.key_channels,
-            "value_channels": self.value_channels,
-            "pool_size": self.pool_size,
-            "use_scale": self.use_scale,
-            "gamma": self.initial_gamma,
-            "gamma_trainable": self.gamma_trainable,
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "spectral_norm": self.spectral_norm,
-            "return_attention_scores": self.return_attention_scores,
-            "data_format": self.data_format,
-            "attention_implementation": self.attention_implementation,
-            "chunk_size": self.chunk_size,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            "kernel_regularizer": keras.regularizers.serialize(
-                self.kernel_regularizer
-            ),
-            "kernel_constraint": keras.constraints.serialize(
-                self.kernel_constraint
-            ),
-        }
-        return {**super().get_config(), **config}
+        return {**super().get_config(), **config_of(self)}
 
     @classmethod
     def from_config(cls, config):
@@ -478,7 +395,3 @@ class BaseSelfAttention(keras.layers.Layer):
                 raise error.__context__ from None
             raise
 
-
-def _default_channels(channels, num_heads):
-    """Rounds `channels` up to a positive multiple of `num_heads`."""
-    return max(1, math.ceil(channels / num_heads)) * num_heads

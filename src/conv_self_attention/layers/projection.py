@@ -1,7 +1,10 @@
-"""A 1x1 convolution with optional functional spectral normalization."""
+"""The 1x1 projections of the self-attention layers (with optional
+functional spectral normalization) and what they feed the attention."""
 
 import keras
 from keras import ops
+
+from conv_self_attention.layers.shapes import split_heads
 
 
 class PointwiseProjection(keras.layers.Layer):
@@ -83,6 +86,72 @@ class PointwiseProjection(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
+
+
+def build_projections(layer, widths):
+    """The built 1x1 projections of a self-attention layer.
+
+    Args:
+        layer: the layer; its `use_bias`, `spectral_norm`, kernel
+            initializer, regularizer, constraint and dtype policy apply to
+            every projection.
+        widths: `{name: (in_channels, out_channels) or None}`; `None`
+            gives `None` (a projection the layer does not need).
+
+    Returns:
+        `{name: PointwiseProjection or None}`, in the order of `widths`.
+    """
+    projections = {}
+    for name, channels in widths.items():
+        if channels is None:
+            projections[name] = None
+            continue
+        in_channels, out_channels = channels
+        projection = PointwiseProjection(
+            out_channels,
+            use_bias=layer.use_bias,
+            spectral_norm=layer.spectral_norm,
+            kernel_initializer=layer.kernel_initializer,
+            kernel_regularizer=layer.kernel_regularizer,
+            kernel_constraint=layer.kernel_constraint,
+            dtype=layer.dtype_policy,
+            name=name,
+        )
+        projection.build((None, in_channels))
+        projections[name] = projection
+    return projections
+
+
+def attention_inputs(layer, inputs, training):
+    """`(query, key, value, shortcut)` of a built self-attention layer, as
+    `BaseSelfAttention.attention_inputs` documents them."""
+    x = inputs
+    if layer.data_format == "channels_first":
+        x = ops.moveaxis(x, 1, -1)
+    query = layer.query_projection(x, training=training)
+    key = _pool(layer, layer.key_projection(x, training=training))
+    value = _pool(layer, layer.value_projection(x, training=training))
+    shortcut = x
+    if layer.shortcut_projection is not None:
+        shortcut = layer.shortcut_projection(x, training=training)
+    heads = layer.num_heads
+    return (
+        split_heads(query, heads), split_heads(key, heads),
+        split_heads(value, heads), shortcut,
+    )
+
+
+def _pool(layer, tensor):
+    """Keys and values max-pooled by `pool_size` (`padding="same"`)."""
+    if layer.pool_size is None:
+        return tensor
+    return ops.max_pool(
+        tensor,
+        pool_size=layer.pool_size,
+        strides=layer.pool_size,
+        padding="same",
+        data_format="channels_last",
+    )
 
 
 def spectral_normalize(kernel, u):

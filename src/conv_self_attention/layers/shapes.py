@@ -1,9 +1,16 @@
 """Shapes the self-attention layers check and reshape by."""
 
+import math
+
 import keras
 from keras import ops
 
 from conv_self_attention.layers.grid import num_positions
+
+
+def default_channels(channels, num_heads):
+    """Rounds `channels` up to a positive multiple of `num_heads`."""
+    return max(1, math.ceil(channels / num_heads)) * num_heads
 
 
 def channel_axis(data_format):
@@ -60,6 +67,27 @@ def check_input_dtype(layer, dtype):
             f"`{type(layer).__name__}` expects floating-point inputs. "
             f"Received: inputs.dtype={dtype}"
         )
+
+
+def output_shapes(layer, input_shape):
+    """The output shape of `layer` for `input_shape`, and with
+    `return_attention_scores` the scores' `(batch, heads, N, M)` too."""
+    check_input_shape(layer, input_shape)
+    input_shape = tuple(input_shape)
+    output_shape = list(input_shape)
+    output_shape[layer.channel_axis] = (
+        layer.filters or input_shape[layer.channel_axis]
+    )
+    if not layer.return_attention_scores:
+        return tuple(output_shape)
+    spatial = layer.spatial_shape(input_shape)
+    scores_shape = (
+        input_shape[0],
+        layer.num_heads,
+        num_positions(spatial),
+        num_positions(layer.key_value_spatial_shape(spatial)),
+    )
+    return tuple(output_shape), scores_shape
 
 
 def split_heads(tensor, heads):
