@@ -96,6 +96,8 @@ def load_biggan_attention(
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import load_biggan_attention
     >>> rng = np.random.default_rng(0)
     >>> state = {  # e.g. `Attention(ch=64).state_dict()` in BigGAN-PyTorch
     ...     "theta.weight": rng.normal(size=(8, 64, 1, 1)),

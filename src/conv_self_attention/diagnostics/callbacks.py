@@ -51,8 +51,19 @@ class GammaLogger(keras.callbacks.Callback):
     Example:
 
     ```python
-    history = model.fit(x, y, epochs=3, callbacks=[GammaLogger()])
-    print({k: v for k, v in history.history.items() if "gamma" in k})
+    import keras
+    import numpy as np
+    from conv_self_attention import GammaLogger
+    from conv_self_attention import SelfAttention2D
+
+    inputs = keras.Input((8, 8, 4))
+    hidden = SelfAttention2D(gamma=0.1, name="attention")(inputs)
+    outputs = keras.layers.Dense(1)(keras.layers.Flatten()(hidden))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "mse")
+    x, y = np.random.rand(16, 8, 8, 4), np.random.rand(16, 1)
+    history = model.fit(x, y, epochs=3, callbacks=[GammaLogger()], verbose=0)
+    print(history.history["gamma/attention"])  # one value per epoch
     ```
     """
 
@@ -108,8 +119,23 @@ class AttentionMonitor(keras.callbacks.Callback):
     Example:
 
     ```python
-    monitor = AttentionMonitor(x_val[:64])
-    history = model.fit(x, y, epochs=5, callbacks=[monitor])
+    import keras
+    import numpy as np
+    from conv_self_attention import AttentionMonitor
+    from conv_self_attention import SelfAttention2D
+    from conv_self_attention import plot_attention_statistics
+
+    inputs = keras.Input((8, 8, 4))
+    hidden = SelfAttention2D(gamma=0.1, name="attention")(inputs)
+    outputs = keras.layers.Dense(1)(keras.layers.Flatten()(hidden))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "mse")
+    x, y = np.random.rand(80, 8, 8, 4), np.random.rand(80, 1)
+    x_val = x[64:]  # fixed inputs the statistics are computed on
+    monitor = AttentionMonitor(x_val)
+    history = model.fit(x[:64], y[:64], epochs=3, callbacks=[monitor],
+                        verbose=0)
+    print(history.history["attention/attention/entropy"])
     plot_attention_statistics(monitor)  # before training, then each epoch
     ```
     """

@@ -79,6 +79,7 @@ def plan_query_sample(
     Example:
 
     ```python
+    >>> from conv_self_attention.diagnostics import plan_query_sample
     >>> plan = plan_query_sample(8, 2, 4096, 4096, max_bytes=2**28)
     >>> plan.num_sampled, plan.examples_per_step, plan.queries_per_step
     (1024, 8, 156)

@@ -73,6 +73,8 @@ class KernelCall(typing.NamedTuple):
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
     >>> layer = SelfAttention2D(attention_implementation="chunked")
     >>> _ = layer(np.zeros((1, 8, 8, 16), "float32"))
     >>> layer.last_kernel.implementation, layer.last_kernel.per_image
@@ -228,6 +230,8 @@ def attention(
     Example:
 
     ```python
+    >>> import keras
+    >>> import numpy as np
     >>> from conv_self_attention import attention
     >>> rng = np.random.default_rng(0)
     >>> query = rng.normal(size=(2, 16, 1, 8)).astype("float32")  # N = 16

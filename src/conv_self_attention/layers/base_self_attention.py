@@ -118,6 +118,8 @@ class BaseSelfAttention(keras.layers.Layer):
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
     >>> layer = SelfAttention2D(num_heads=2, return_attention_scores=True)
     >>> outputs, scores = layer(np.zeros((1, 4, 4, 16), "float32"))
     >>> tuple(outputs.shape), tuple(scores.shape)  # scores: (B, h, N, M)

@@ -49,6 +49,7 @@ def key_value_grid(spatial_shape, pool_size=None):
     Example:
 
     ```python
+    >>> from conv_self_attention import key_value_grid
     >>> key_value_grid((28, 27), pool_size=2)
     (14, 14)
     ```

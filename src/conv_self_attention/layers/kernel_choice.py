@@ -37,6 +37,10 @@ def use_attention_kernel(implementation, chunk_size=None):
     Example:
 
     ```python
+    >>> import keras
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
+    >>> from conv_self_attention import use_attention_kernel
     >>> inputs = keras.Input((32, 32, 16))
     >>> model = keras.Model(inputs, SelfAttention2D(name="att")(inputs))
     >>> with use_attention_kernel("chunked", chunk_size=256):

@@ -26,6 +26,8 @@ class SelfAttention1D(BaseSelfAttention):
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention1D
     >>> layer = SelfAttention1D(num_heads=2)
     >>> layer(np.zeros((2, 10, 16))).shape
     (2, 10, 16)
@@ -52,6 +54,8 @@ class SelfAttention2D(BaseSelfAttention):
     Example:
 
     ```python
+    >>> import keras
+    >>> from conv_self_attention import SelfAttention2D
     >>> inputs = keras.Input((28, 28, 1))
     >>> x = SelfAttention2D(filters=8)(inputs)  # as the first layer
     >>> x.shape
@@ -81,6 +85,8 @@ class SelfAttention3D(BaseSelfAttention):
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention3D
     >>> layer = SelfAttention3D(filters=16, pool_size=2)
     >>> layer(np.zeros((1, 4, 6, 6, 8))).shape
     (1, 4, 6, 6, 16)
@@ -113,6 +119,7 @@ class SelfAttention_Conv2D(SelfAttention2D):  # noqa: N801 (the seed's name)
     Example:
 
     ```python
+    >>> from conv_self_attention import SelfAttention_Conv2D
     >>> layer = SelfAttention_Conv2D(filters=8)  # as in the original code
     >>> layer.initial_gamma
     0.01

@@ -35,6 +35,7 @@ def query_index(position, spatial_shape):
     Example:
 
     ```python
+    >>> from conv_self_attention.visualize import query_index
     >>> query_index((1, 2), (3, 4))
     6
     ```
@@ -61,6 +62,7 @@ def query_position(index, spatial_shape):
     Example:
 
     ```python
+    >>> from conv_self_attention.visualize import query_position
     >>> query_position(6, (3, 4))
     (1, 2)
     ```
@@ -98,6 +100,8 @@ def attention_maps(
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import attention_maps
     >>> scores = np.full((1, 2, 16, 4), 0.25)  # 4x4 input, pool_size=2
     >>> attention_maps(scores, (4, 4), pool_size=2, query=(0, 3)).shape
     (1, 2, 2, 2)
@@ -184,8 +188,21 @@ def attention_scores_model(model, layer):
     Example:
 
     ```python
-    scores = attention_scores_model(model, model.layers[1]).predict(x)
-    maps = attention_maps(scores, layer=model.layers[1], query=(4, 4))
+    >>> import keras
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
+    >>> from conv_self_attention import attention_maps
+    >>> from conv_self_attention import attention_scores_model
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> hidden = keras.layers.Conv2D(16, 3, padding="same")(inputs)
+    >>> layer = SelfAttention2D(num_heads=2, pool_size=2)
+    >>> model = keras.Model(inputs, layer(hidden))
+    >>> x = np.random.default_rng(0).random((4, 8, 8, 3))
+    >>> scores = attention_scores_model(model, layer).predict(x, verbose=0)
+    >>> scores.shape  # (batch, num_heads, N, M)
+    (4, 2, 64, 16)
+    >>> attention_maps(scores, layer=layer, query=(4, 4)).shape
+    (4, 2, 4, 4)
     ```
     """
     if not isinstance(layer, BaseSelfAttention):

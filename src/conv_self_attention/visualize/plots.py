@@ -61,13 +61,16 @@ def plot_attention_maps(
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
+    >>> from conv_self_attention import plot_attention_maps
     >>> layer = SelfAttention2D(num_heads=2, return_attention_scores=True)
     >>> image = np.random.default_rng(0).random((8, 8, 3)).astype("float32")
     >>> _, scores = layer(image[None])  # (1, 2, 64, 64)
     >>> figure = plot_attention_maps(
     ...     image, scores, queries=[(2, 2), (5, 6)], spatial_shape=(8, 8)
     ... )
-    >>> figure.savefig("attention.png")  # doctest: +SKIP
+    >>> figure.savefig("attention.png")
     ```
     """
     import matplotlib.pyplot as plt
@@ -182,6 +185,7 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     Example:
 
     ```python
+    >>> from conv_self_attention import plot_attention_statistics
     >>> logs = {  # what AttentionMonitor logs for a layer named "attention"
     ...     "attention/attention/entropy": [0.95, 0.90, 0.84],
     ...     "attention/attention/gamma": [0.0, 0.05, 0.12],
@@ -287,6 +291,9 @@ def plot_attention_distance(layer, inputs, *, bins=20, sample_size=None,
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
+    >>> from conv_self_attention import plot_attention_distance
     >>> layer = SelfAttention2D(pool_size=2)
     >>> inputs = np.random.default_rng(0).normal(size=(1, 6, 6, 8))
     >>> _ = layer(inputs.astype("float32"))  # builds the layer
