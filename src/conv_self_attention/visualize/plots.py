@@ -19,6 +19,20 @@ from conv_self_attention.visualize.maps import attention_maps
 from conv_self_attention.visualize.maps import upsample_attention_map
 
 
+def _pyplot():
+    """`matplotlib.pyplot`, or an error that names the extra to install."""
+    try:
+        import matplotlib.pyplot
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            "Plotting needs matplotlib, from the package's `viz` extra: "
+            'install it with your backend\'s extra, e.g. `pip install '
+            '".[jax,viz]"` in the project\'s folder.',
+            name=error.name,
+        ) from error
+    return matplotlib.pyplot
+
+
 def plot_attention_maps(
     image,
     scores,
@@ -73,7 +87,7 @@ def plot_attention_maps(
     >>> figure.savefig("attention.png")
     ```
     """
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     spatial_shape, pool_size = _resolve_grid(spatial_shape, pool_size, layer)
     if len(spatial_shape) != 2:
@@ -195,7 +209,7 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     2
     ```
     """
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     series, epochs = _series_and_epochs(history)
     lines = _statistic_lines(series, prefix)
@@ -302,7 +316,7 @@ def plot_attention_distance(layer, inputs, *, bins=20, sample_size=None,
     'query-key distance (input cells)'
     ```
     """
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     bins = positive_int("bins", bins)
     distances, weights = attention_distances(
