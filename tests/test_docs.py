@@ -29,8 +29,6 @@ import keras
 import numpy as np
 import pytest
 
-import conv_self_attention
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 NOTEBOOK = ROOT / "notebooks" / "SelfAttention_1x1_Conv2D.ipynb"

@@ -15,7 +15,14 @@ from conv_self_attention.diagnostics.statistics import checked_options
 def gamma_values(model, prefix="gamma/"):
     """Returns `{prefix + path: gamma}` for each self-attention layer.
 
-    `path` is as in `attention_layers`; values are python floats.
+    Args:
+        model: keras.Model, the model whose built self-attention layers
+            (nested models included) are read.
+        prefix: str, prefix of the keys. Defaults to `"gamma/"`.
+
+    Returns:
+        A dict from `prefix` + the layer's path (as in `attention_layers`)
+        to its current `gamma`, a Python float.
     """
     return {
         f"{prefix}{path}": float(ops.convert_to_numpy(layer.gamma.value))
@@ -25,7 +32,17 @@ def gamma_values(model, prefix="gamma/"):
 
 
 def flat_statistics(statistics, prefix="attention/"):
-    """`{layer: {stat: v}}` to `{prefix + "layer/stat": v}`."""
+    """Flattens `attention_statistics`' result into log keys.
+
+    Args:
+        statistics: dict, `{layer path: {statistic: value}}`, as
+            `attention_statistics` returns.
+        prefix: str, prefix of the keys. Defaults to `"attention/"`.
+
+    Returns:
+        A dict `{prefix + "layer path/statistic": value}`, the keys
+        `AttentionMonitor` logs.
+    """
     return {
         f"{prefix}{path}/{name}": value
         for path, values in statistics.items()

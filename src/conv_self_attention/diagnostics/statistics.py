@@ -64,6 +64,8 @@ from conv_self_attention.diagnostics.sampling import sample_query_indices
 
 STATISTICS = ("gamma", "contribution", "entropy", "mean_distance",
               "local_mass", "query_dependence")
+"""The names of the statistics, in the order `attention_statistics` returns
+them (the module's docstring defines each)."""
 _ROW_STATISTICS = ("entropy", "mean_distance", "local_mass",
                    "query_dependence")
 

@@ -39,6 +39,14 @@ ACCELERATOR_CHUNK_RANGE = (64, 1024, 16384)
 CHUNK_MULTIPLE = 32
 
 BlockPlan = collections.namedtuple("BlockPlan", ["chunk_size", "per_image"])
+"""The chunked kernel's blocks for a call (a named tuple; `plan_blocks`).
+
+Attributes:
+    chunk_size: int, query positions per block.
+    per_image: bool, whether a block holds the queries of one image at
+        a time rather than of every image (when a whole-batch block would
+        exceed the budget, or the batch is unknown at trace time).
+"""
 
 _BACKEND_MODULES = {
     "tensorflow": "conv_self_attention.kernels._chunked_tensorflow",

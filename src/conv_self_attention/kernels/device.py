@@ -29,6 +29,14 @@ import functools
 import keras
 
 Device = collections.namedtuple("Device", ["platform", "compute_capability"])
+"""The device a computation runs on (a named tuple; `find_device`).
+
+Attributes:
+    platform: str, `"cpu"`, `"gpu"` (NVIDIA CUDA), `"rocm"`, `"tpu"`, or
+        another device name (`"mps"`, `"meta"`, ...).
+    compute_capability: tuple or None, `(major, minor)` of an NVIDIA GPU;
+        `None` elsewhere, or where the backend does not report it.
+"""
 
 CPU = Device("cpu", None)
 

@@ -41,58 +41,68 @@ class BaseSelfAttention(keras.layers.Layer):
     `SelfAttention3D`.
 
     Args:
-        rank: number of spatial axes (1, 2 or 3).
-        filters: output channels `F`. Defaults to `None`: the input
-            channels, so the output shape equals the input shape.
-        num_heads: number of attention heads. Defaults to `1`.
-        key_channels: query/key channels over all heads. Defaults to
-            `F // 8`, rounded up to a positive multiple of `num_heads`.
-            An explicit value must be divisible by `num_heads`.
-        value_channels: value channels over all heads. Defaults to
-            `F // 2`, rounded up to a positive multiple of `num_heads`.
-        pool_size: `None`, an int or a `rank`-tuple. Keys and values are
-            max-pooled by this factor per axis (`padding="same"`, as in
-            BigGAN), giving `ceil(size / pool_size)` positions per axis.
-            Defaults to `None` (no pooling).
-        use_scale: if `True`, multiply the logits by the fixed factor
-            `1 / sqrt(key_channels / num_heads)`. This is not a learnable
-            scale (unlike `keras.layers.Attention`). Defaults to `False`,
-            as in SAGAN.
-        gamma: initial value of the learnable scalar `gamma` that scales
-            the attended result. Defaults to `0.0` (SAGAN): the layer
-            starts as its shortcut.
-        gamma_trainable: whether `gamma` is trained. Defaults to `True`.
-        activation: activation applied to the output. Defaults to `None`
-            (linear).
-        use_bias: whether every 1x1 convolution (shortcut included) has a
-            bias. Defaults to `False`.
-        spectral_norm: whether every 1x1 convolution is spectrally
+        rank: int, number of spatial axes (1, 2 or 3).
+        filters: int or None, output channels `F`. Defaults to `None`: the
+            input channels, so the output shape equals the input shape.
+        num_heads: int, number of attention heads. Defaults to `1`.
+        key_channels: int or None, query/key channels over all heads.
+            Defaults to `F // 8`, rounded up to a positive multiple of
+            `num_heads`. An explicit value must be divisible by
+            `num_heads`.
+        value_channels: int or None, value channels over all heads.
+            Defaults to `F // 2`, rounded up to a positive multiple of
+            `num_heads`.
+        pool_size: int or tuple or None, an int or a `rank`-tuple: keys
+            and values are max-pooled by this factor per axis
+            (`padding="same"`, as in BigGAN), giving `ceil(size /
+            pool_size)` positions per axis. Defaults to `None` (no
+            pooling).
+        use_scale: bool, if `True`, multiply the logits by the fixed
+            factor `1 / sqrt(key_channels / num_heads)`. This is not a
+            learnable scale (unlike `keras.layers.Attention`). Defaults to
+            `False`, as in SAGAN.
+        gamma: float, initial value of the learnable scalar `gamma` that
+            scales the attended result. Defaults to `0.0` (SAGAN): the
+            layer starts as its shortcut.
+        gamma_trainable: bool, whether `gamma` is trained. Defaults to
+            `True`.
+        activation: str or callable or None, activation applied to the
+            output. Defaults to `None` (linear).
+        use_bias: bool, whether every 1x1 convolution (shortcut included)
+            has a bias. Defaults to `False`.
+        spectral_norm: bool, whether every 1x1 convolution is spectrally
             normalized, as in SAGAN/BigGAN. Defaults to `False`.
-        return_attention_scores: if `True`, the layer returns
+        return_attention_scores: bool, if `True`, the layer returns
             `(outputs, scores)`. This forces the dense kernel, which holds
             an `N x M` matrix per image and head. Defaults to `False`.
-        data_format: `"channels_last"` or `"channels_first"`. Defaults to
+        data_format: str or None, `"channels_last"` or
+            `"channels_first"`. Defaults to
             `keras.config.image_data_format()`.
-        attention_implementation: `"auto"`, `"dense"`, `"chunked"` or
-            `"fused"`; all are exact. `"auto"` picks by backend, device
+        attention_implementation: str, `"auto"`, `"dense"`, `"chunked"`
+            or `"fused"`; all are exact. `"auto"` picks by backend, device
             (CPU, GPU and its compute capability), compute dtype and map
             size. On NVIDIA GPUs of compute capability 8.0+ (torch, JAX)
             under float16/bfloat16, `"fused"` runs the backend's flash
             kernel in the compute dtype; elsewhere it computes in float32.
-        chunk_size: query positions per block of the chunked kernel.
-            Defaults to `None`: blocks within a device budget for any batch
-            (`2**21` logits on a CPU, `2**27` on a GPU; `plan_blocks` in
-            `kernels.chunked`). An explicit value is honoured past it.
-        kernel_initializer: initializer of the 1x1 convolution kernels.
-            Defaults to `"glorot_uniform"`.
-        kernel_regularizer: regularizer of the kernels. Defaults to `None`.
-        kernel_constraint: constraint of the kernels. Defaults to `None`.
+        chunk_size: int or None, query positions per block of the chunked
+            kernel. Defaults to `None`: blocks within a device budget for
+            any batch (`2**21` logits on a CPU, `2**27` on a GPU;
+            `plan_blocks` in `kernels.chunked`). An explicit value is
+            honoured past it.
+        kernel_initializer: str or keras.initializers.Initializer,
+            initializer of the 1x1 convolution kernels. Defaults to
+            `"glorot_uniform"`.
+        kernel_regularizer: str or keras.regularizers.Regularizer or None,
+            regularizer of the kernels. Defaults to `None`.
+        kernel_constraint: str or keras.constraints.Constraint or None,
+            constraint of the kernels. Defaults to `None`.
         **kwargs: base layer arguments (`name`, `dtype`, `trainable`).
 
     Call arguments:
-        inputs: `(batch, *spatial, channels)` (or channels first) tensor.
-        training: Python bool; with `spectral_norm`, the power iteration
-            state is updated only when training.
+        inputs: tensor, `(batch, *spatial, channels)` (or channels first),
+            floating-point.
+        training: bool, with `spectral_norm`, the power iteration state is
+            updated only when training. Defaults to `False`.
 
     Returns:
         `outputs` of shape `(batch, *spatial, filters)` in the compute dtype,

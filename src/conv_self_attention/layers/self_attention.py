@@ -15,11 +15,12 @@ _REGISTER = keras.saving.register_keras_serializable(
 class SelfAttention1D(BaseSelfAttention):
     """SAGAN self-attention over 1D feature maps `(batch, steps, channels)`.
 
-    See `BaseSelfAttention` for the computation and all arguments (every
-    argument but `rank`).
+    `BaseSelfAttention` describes the computation; this class takes all of
+    its arguments but `rank`.
 
     Args:
-        filters: output channels. Defaults to `None`: the input channels.
+        filters: int or None, output channels. Defaults to `None`: the
+            input channels.
         **kwargs: every other argument of `BaseSelfAttention` (all but
             `rank`), and the base layer arguments.
 
@@ -42,12 +43,13 @@ class SelfAttention1D(BaseSelfAttention):
 class SelfAttention2D(BaseSelfAttention):
     """SAGAN self-attention over 2D feature maps, with 1x1 convolutions.
 
-    Inputs are `(batch, height, width, channels)` (or channels first). See
-    `BaseSelfAttention` for the computation and all arguments (every
-    argument but `rank`).
+    Inputs are `(batch, height, width, channels)` (or channels first).
+    `BaseSelfAttention` describes the computation; this class takes all of
+    its arguments but `rank`.
 
     Args:
-        filters: output channels. Defaults to `None`: the input channels.
+        filters: int or None, output channels. Defaults to `None`: the
+            input channels.
         **kwargs: every other argument of `BaseSelfAttention` (all but
             `rank`), and the base layer arguments.
 
@@ -74,11 +76,12 @@ class SelfAttention3D(BaseSelfAttention):
     """SAGAN self-attention over 3D feature maps, with 1x1x1 convolutions.
 
     Inputs are `(batch, depth, height, width, channels)` (or channels
-    first). See `BaseSelfAttention` for the computation and all arguments
-    (every argument but `rank`).
+    first). `BaseSelfAttention` describes the computation; this class
+    takes all of its arguments but `rank`.
 
     Args:
-        filters: output channels. Defaults to `None`: the input channels.
+        filters: int or None, output channels. Defaults to `None`: the
+            input channels.
         **kwargs: every other argument of `BaseSelfAttention` (all but
             `rank`), and the base layer arguments.
 
@@ -106,9 +109,10 @@ class SelfAttention_Conv2D(SelfAttention2D):  # noqa: N801 (the seed's name)
     `num_heads=`.
 
     Args:
-        filters: output channels. Defaults to `None`: the input channels.
-        gamma: initial value of the learnable scalar `gamma`. Defaults to
-            `0.01`, the original layer's default.
+        filters: int or None, output channels. Defaults to `None`: the
+            input channels.
+        gamma: float, initial value of the learnable scalar `gamma`.
+            Defaults to `0.01`, the original layer's default.
         **kwargs: every other argument of `SelfAttention2D`, and the
             deprecated `num_head` (a synonym of `num_heads`, with a
             `DeprecationWarning`).

@@ -59,6 +59,13 @@ def query_position(index, spatial_shape):
 
     The inverse of `query_index`.
 
+    Args:
+        index: int, the row-major index of a query.
+        spatial_shape: tuple of ints, the spatial sizes of the map.
+
+    Returns:
+        A tuple of ints, one per spatial axis.
+
     Example:
 
     ```python
