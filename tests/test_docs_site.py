@@ -279,6 +279,11 @@ def test_each_layer_entry_is_complete(reference, name):
     assert kwargs and "{}" not in kwargs[0][-1]
     for member in ("last_kernel", "attention_inputs"):
         assert f'id="conv_self_attention.{name}.{member}"' in html
+    for method in ("attention_inputs", "key_value_spatial_shape"):
+        rows = section_rows(
+            entry(html, f"conv_self_attention.{name}.{method}"), "Parameters"
+        )
+        assert rows and all(row[1] for row in rows), (method, rows)
     assert "Source code in" in html
 
 

@@ -267,7 +267,7 @@ class BaseSelfAttention(keras.layers.Layer):
         """The key/value grid for an input map of `spatial_shape`.
 
         Args:
-            spatial_shape: the spatial sizes of the input map, e.g.
+            spatial_shape: tuple, the spatial sizes of the input map, e.g.
                 `(28, 28)`; `None` for an unknown size.
 
         Returns:
@@ -280,8 +280,8 @@ class BaseSelfAttention(keras.layers.Layer):
         """What `call` feeds the attention, for diagnostics.
 
         Args:
-            inputs: a batch the layer accepts (the layer is built).
-            training: passed to the projections. Defaults to `False`.
+            inputs: tensor, a batch the layer accepts (the layer is built).
+            training: bool, passed to the projections. Defaults to `False`.
 
         Returns:
             `(query, key, value, shortcut)`, channels last, in the compute
