@@ -534,3 +534,9 @@ def test_pages_fetch_nothing_from_another_host(site):
     for css in site.rglob("*.css"):
         assert not re.search(r"url\(['\"]?(?:https?:)?//", css.read_text()), css
 
+
+
+def test_every_page_names_the_version_it_documents(site):
+    version = f"conv-self-attention {conv_self_attention.__version__}"
+    for page in site.rglob("index.html"):
+        assert f"Documentation of {version}" in page.read_text(), page
