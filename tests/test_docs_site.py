@@ -342,7 +342,8 @@ def test_docstrings_the_guides_point_to_are_on_the_site(site, reference):
     last_kernel = docstring_block(
         conv_self_attention.BaseSelfAttention, "Attributes"
     )
-    assert markdown_text(last_kernel).split(": ", 1)[1] in text(reference)
+    # Its description, after the name and the type.
+    assert markdown_text(last_kernel).split(", ", 1)[1] in text(reference)
 
 
 def public_names():
@@ -540,3 +541,15 @@ def test_every_page_names_the_version_it_documents(site):
     version = f"conv-self-attention {conv_self_attention.__version__}"
     for page in site.rglob("index.html"):
         assert f"Documentation of {version}" in page.read_text(), page
+
+
+def test_every_argument_and_attribute_has_a_type(reference):
+    untyped = [
+        (dotted, title, row[0])
+        for dotted in sorted(anchors(reference))
+        for title in ("Parameters", "Call arguments", "Attributes")
+        for row in section_rows(entry(reference, dotted), title) or []
+        if not row[1] and not row[0].startswith("*")
+    ]
+    assert not untyped, untyped
+

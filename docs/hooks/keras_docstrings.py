@@ -33,7 +33,7 @@ CALL_ARGUMENTS = "Call arguments"
 _KIND = griffe.DocstringSectionKind
 _VARIADIC = (griffe.ParameterKind.var_positional,
              griffe.ParameterKind.var_keyword)
-_TYPE_WORD = r"(?:`[^`]+`|[A-Za-z_][\w.]*(?:\[[^\]]*\])?)"
+_TYPE_WORD = r"[A-Za-z_][\w.]*(?:\[[^\]]*\])?"
 _KERAS_TYPE = re.compile(
     rf"({_TYPE_WORD}(?: (?:or|of) {_TYPE_WORD})*),\s+(.+)", re.S
 )

@@ -63,7 +63,7 @@ class GammaLogger(keras.callbacks.Callback):
     whether a gamma away from 0 means the attention is used.
 
     Args:
-        prefix: prefix of the log keys. Defaults to `"gamma/"`.
+        prefix: str, prefix of the log keys. Defaults to `"gamma/"`.
 
     Example:
 
@@ -125,13 +125,15 @@ class AttentionMonitor(keras.callbacks.Callback):
     `plot_attention_statistics(monitor)` draws them.
 
     Args:
-        inputs: a fixed batch for the model (e.g. 64 held-out examples).
-        every: measure every `every` epochs (counted from the first epoch
+        inputs: array or structure, a fixed batch for the model (e.g. 64
+            held-out examples).
+        every: int, measure every `every` epochs (counted from the first epoch
             of training, so that a resumed run measures the same epochs).
             Defaults to `1`.
-        per_head: also log per-head values. Defaults to `False`.
-        sample_size: as in `attention_statistics`. Defaults to `None`.
-        seed: seed of the query sample. Defaults to `0`.
+        per_head: bool, also log per-head values. Defaults to `False`.
+        sample_size: int or None, as in `attention_statistics`. Defaults to
+            `None`.
+        seed: int, seed of the query sample. Defaults to `0`.
 
     Example:
 

@@ -65,15 +65,15 @@ def plan_query_sample(
     and query besides the logits (attended values, outputs).
 
     Args:
-        num_examples: batch size `B`.
-        num_heads: attention heads `h`.
-        num_queries: query positions `N`.
-        num_keys: key positions `M`.
-        sample_size: `None` or a positive int.
-        max_bytes: most bytes held at once. Defaults to `MAX_BYTES`
-            (256 MiB).
-        example_floats: float32 values held per example. Defaults to `0`.
-        row_floats: float32 values held per example and query besides the
+        num_examples: int, batch size `B`.
+        num_heads: int, attention heads `h`.
+        num_queries: int, query positions `N`.
+        num_keys: int, key positions `M`.
+        sample_size: int or None, `None` or a positive int.
+        max_bytes: int, most bytes held at once. Defaults to `MAX_BYTES` (256
+            MiB).
+        example_floats: int, float32 values held per example. Defaults to `0`.
+        row_floats: int, float32 values held per example and query besides the
             `BLOCK_ARRAYS` logit-sized arrays. Defaults to `0`.
 
     Returns:
@@ -142,9 +142,9 @@ def sample_query_indices(num_queries, num_sampled, seed=0):
     `numpy.random.default_rng(seed)`.
 
     Args:
-        num_queries: the number of query positions `N` of the map.
-        num_sampled: how many to draw (`plan_query_sample`'s sample size).
-        seed: the seed of the NumPy generator. Defaults to `0`.
+        num_queries: int, the number of query positions `N` of the map.
+        num_sampled: int, how many to draw (`plan_query_sample`'s sample size).
+        seed: int, the seed of the NumPy generator. Defaults to `0`.
 
     Returns:
         A sorted NumPy int array of at most `num_sampled` indices.

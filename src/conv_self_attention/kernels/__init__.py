@@ -104,12 +104,13 @@ def plan_attention(
     works on traced tensors (a traced call records what was traced).
 
     Args:
-        query: `(B, N, h, dk)` tensor.
-        key: `(B, M, h, dk)` tensor.
-        value: `(B, M, h, dv)` tensor.
-        implementation: `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
-        chunk_size: query positions per block for `"chunked"`, or `None`.
-        return_scores: whether the scores are asked for (forces `dense`).
+        query: tensor, `(B, N, h, dk)` tensor.
+        key: tensor, `(B, M, h, dk)` tensor.
+        value: tensor, `(B, M, h, dv)` tensor.
+        implementation: str, `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
+        chunk_size: int or None, query positions per block for `"chunked"`, or
+            `None`.
+        return_scores: bool, whether the scores are asked for (forces `dense`).
 
     Returns:
         A `KernelCall`.
@@ -145,12 +146,12 @@ def run_attention(
     """Runs the `KernelCall` from `plan_attention` on the inputs.
 
     Args:
-        kernel_call: the `KernelCall` planned for these inputs.
-        query: `(B, N, h, dk)` tensor.
-        key: `(B, M, h, dk)` tensor.
-        value: `(B, M, h, dv)` tensor.
-        scale: python float multiplying the logits (1.0 for SAGAN).
-        return_scores: also return the `(B, h, N, M)` float32 softmax
+        kernel_call: KernelCall, the `KernelCall` planned for these inputs.
+        query: tensor, `(B, N, h, dk)` tensor.
+        key: tensor, `(B, M, h, dk)` tensor.
+        value: tensor, `(B, M, h, dv)` tensor.
+        scale: float, python float multiplying the logits (1.0 for SAGAN).
+        return_scores: bool, also return the `(B, h, N, M)` float32 softmax
             probabilities (needs a `dense` call).
 
     Returns:
@@ -213,14 +214,14 @@ def attention(
     see which kernel runs.
 
     Args:
-        query: `(B, N, h, dk)` tensor.
-        key: `(B, M, h, dk)` tensor.
-        value: `(B, M, h, dv)` tensor.
-        scale: python float multiplying the logits (1.0 for SAGAN).
-        implementation: `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
-        chunk_size: query positions per block for `"chunked"`; `None`
-            sizes blocks for the device (`chunked.plan_blocks`).
-        return_scores: also return the `(B, h, N, M)` float32 softmax
+        query: tensor, `(B, N, h, dk)` tensor.
+        key: tensor, `(B, M, h, dk)` tensor.
+        value: tensor, `(B, M, h, dv)` tensor.
+        scale: float, python float multiplying the logits (1.0 for SAGAN).
+        implementation: str, `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
+        chunk_size: int or None, query positions per block for `"chunked"`;
+            `None` sizes blocks for the device (`chunked.plan_blocks`).
+        return_scores: bool, also return the `(B, h, N, M)` float32 softmax
             probabilities. Forces the dense kernel.
 
     Returns:

@@ -59,7 +59,7 @@ def block_elements(platform):
     """Logits per block that the default chunk size keeps within.
 
     Args:
-        platform: the device platform, `"cpu"` or another (`"gpu"`,
+        platform: str, the device platform, `"cpu"` or another (`"gpu"`,
             `"rocm"`, `"tpu"`, ...), as in `device.Device.platform`.
 
     Returns:
@@ -99,12 +99,14 @@ def plan_blocks(
     chunk is the range's middle value.
 
     Args:
-        num_queries: N, or `None` when unknown at trace time.
-        num_keys: M, or `None` when unknown at trace time.
-        batch: the batch size, or `None`/symbolic when unknown.
-        heads: the number of heads.
-        platform: the device platform (`"cpu"`, `"gpu"`, ...).
-        chunk_size: the layer's `chunk_size`, or `None` for the default.
+        num_queries: int or None, N, or `None` when unknown at trace time.
+        num_keys: int or None, M, or `None` when unknown at trace time.
+        batch: int or tensor or None, the batch size, or `None`/symbolic when
+            unknown.
+        heads: int, the number of heads.
+        platform: str, the device platform (`"cpu"`, `"gpu"`, ...).
+        chunk_size: int or None, the layer's `chunk_size`, or `None` for the
+            default.
 
     Returns:
         A `BlockPlan(chunk_size, per_image)`; `chunk_size` a Python int.

@@ -111,9 +111,10 @@ class BaseSelfAttention(keras.layers.Layer):
         `(batch, num_heads, N, M)`; every row sums to 1.
 
     Attributes:
-        last_kernel: read-only `kernels.KernelCall` of the latest call:
-            the kernel that ran (`"dense"`, `"chunked"` or `"fused"`,
-            never `"auto"`), the chunked kernel's block size, and more.
+        last_kernel: KernelCall or None, the read-only `kernels.KernelCall`
+            of the latest call: the kernel that ran (`"dense"`,
+            `"chunked"` or `"fused"`, never `"auto"`), the chunked
+            kernel's block size, and more.
             Set when `call` runs or is traced; `None` before the first.
             `use_attention_kernel` chooses another kernel for a while
             (e.g. for an export) without changing the config.

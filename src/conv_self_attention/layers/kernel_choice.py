@@ -25,9 +25,9 @@ def use_attention_kernel(implementation, chunk_size=None):
     are sized for it. `layer.last_kernel` shows what was traced.
 
     Args:
-        implementation: `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
-        chunk_size: query positions per block of the chunked kernel.
-            Defaults to `None`: blocks sized for the device
+        implementation: str, `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
+        chunk_size: int or None, query positions per block of the chunked
+            kernel. Defaults to `None`: blocks sized for the device
             (`kernels.chunked.plan_blocks`), not the layers' own value.
 
     Raises:

@@ -25,9 +25,9 @@ def query_index(position, spatial_shape):
     """Returns the row-major index of a query position.
 
     Args:
-        position: one int per spatial axis, e.g. `(row, col)`.
-        spatial_shape: the spatial shape of the layer's input, e.g.
-            `(16, 16)`.
+        position: tuple of ints, one int per spatial axis, e.g. `(row, col)`.
+        spatial_shape: tuple of ints, the spatial shape of the layer's input,
+            e.g. `(16, 16)`.
 
     Returns:
         The index `n` of that position along the `N` axis of the scores.
@@ -90,14 +90,17 @@ def attention_maps(
     """Reshapes attention scores into spatial maps over the key/value grid.
 
     Args:
-        scores: `(batch, num_heads, N, M)` scores, as returned by a layer
+        scores: array, `(batch, num_heads, N, M)` scores, as returned by a layer
             built with `return_attention_scores=True` (tensor or array).
-        spatial_shape: spatial shape of the layer's input, e.g. `(16, 16)`.
-            May be omitted when `layer` was called on a symbolic input.
-        pool_size: the layer's `pool_size`. Taken from `layer` if given.
-        layer: optional self-attention layer that produced `scores`.
-        query: optional query position (e.g. `(row, col)`) or row-major
-            index: return only the maps of that query.
+        spatial_shape: tuple or None, spatial shape of the layer's input, e.g.
+            `(16, 16)`. May be omitted when `layer` was called on a symbolic
+            input.
+        pool_size: int or tuple or None, the layer's `pool_size`. Taken from
+            `layer` if given.
+        layer: BaseSelfAttention or None, optional self-attention layer that
+            produced `scores`.
+        query: tuple or int or None, optional query position (e.g. `(row, col)`)
+            or row-major index: return only the maps of that query.
 
     Returns:
         A NumPy array of shape `(batch, num_heads, *spatial, *kv_grid)`, or
@@ -143,9 +146,10 @@ def upsample_attention_map(attention_map, spatial_shape, pool_size=None):
     offset (an odd padding puts its extra row/column at the end).
 
     Args:
-        attention_map: array `(..., *kv_grid)`.
-        spatial_shape: spatial shape of the layer's input.
-        pool_size: the layer's `pool_size` (`None`: returned unchanged).
+        attention_map: array, array `(..., *kv_grid)`.
+        spatial_shape: tuple of ints, spatial shape of the layer's input.
+        pool_size: int or tuple or None, the layer's `pool_size` (`None`:
+            returned unchanged).
 
     Returns:
         A NumPy array `(..., *spatial_shape)`.
@@ -185,8 +189,10 @@ def attention_scores_model(model, layer):
     again after further training.
 
     Args:
-        model: a functional or sequential `keras.Model` containing `layer`.
-        layer: a self-attention layer of `model`, called once.
+        model: keras.Model, a functional or sequential `keras.Model` containing
+            `layer`.
+        layer: BaseSelfAttention, a self-attention layer of `model`, called
+            once.
 
     Returns:
         A `keras.Model` mapping `model.inputs` to scores of shape

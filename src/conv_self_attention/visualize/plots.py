@@ -56,18 +56,21 @@ def plot_attention_maps(
     markers are stretched onto the image.
 
     Args:
-        image: `(height, width)`, `(height, width, 1)` or
+        image: array, `(height, width)`, `(height, width, 1)` or
             `(height, width, 3)` array: the picture to draw on.
-        scores: `(batch, num_heads, N, M)` scores of a 2D layer.
-        queries: list of `(row, col)` positions on the layer's input map.
-        spatial_shape: `(rows, cols)` of the layer's input map. May be
-            omitted when `layer` was called on a symbolic input.
-        pool_size: the layer's `pool_size`. Taken from `layer` if given.
-        layer: optional self-attention layer that produced `scores`.
-        sample: which item of the batch to draw. Defaults to `0`.
-        title: figure title. Defaults to a description of the maps.
-        cmap: matplotlib colormap of the maps. Defaults to `"magma"`.
-        alpha: opacity of the maps over the image. Defaults to `0.65`.
+        scores: array, `(batch, num_heads, N, M)` scores of a 2D layer.
+        queries: list of tuples, list of `(row, col)` positions on the layer's
+            input map.
+        spatial_shape: tuple or None, `(rows, cols)` of the layer's input map.
+            May be omitted when `layer` was called on a symbolic input.
+        pool_size: int or tuple or None, the layer's `pool_size`. Taken from
+            `layer` if given.
+        layer: BaseSelfAttention or None, optional self-attention layer that
+            produced `scores`.
+        sample: int, which item of the batch to draw. Defaults to `0`.
+        title: str or None, figure title. Defaults to a description of the maps.
+        cmap: str, matplotlib colormap of the maps. Defaults to `"magma"`.
+        alpha: float, opacity of the maps over the image. Defaults to `0.65`.
 
     Returns:
         A `matplotlib.figure.Figure`.
@@ -184,11 +187,13 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     measurements) are left out.
 
     Args:
-        history: the `AttentionMonitor`, the `History` returned by `fit`,
-            or a `History`'s `.history` dict (epochs counted from 1).
-        prefix: the prefix of the keys `AttentionMonitor` writes. Defaults
+        history: AttentionMonitor or History or dict, the `AttentionMonitor`,
+            the `History` returned by `fit`, or a `History`'s `.history` dict
+            (epochs counted from 1).
+        prefix: str, the prefix of the keys `AttentionMonitor` writes. Defaults
             to `"attention/"`.
-        title: figure title. Defaults to a description of the figure.
+        title: str or None, figure title. Defaults to a description of the
+            figure.
 
     Returns:
         A `matplotlib.figure.Figure`.
@@ -292,12 +297,13 @@ def plot_attention_distance(layer, inputs, *, bins=20, sample_size=None,
     one means attention stays local; right of it, it reaches far.
 
     Args:
-        layer: a built self-attention layer.
-        inputs: a batch that reaches `layer` (its own inputs).
-        bins: number of distance bins. Defaults to `20`.
-        sample_size: as in `attention_statistics`. Defaults to `None`.
-        seed: seed of the query sample. Defaults to `0`.
-        title: figure title. Defaults to the layer's name.
+        layer: BaseSelfAttention, a built self-attention layer.
+        inputs: array, a batch that reaches `layer` (its own inputs).
+        bins: int, number of distance bins. Defaults to `20`.
+        sample_size: int or None, as in `attention_statistics`. Defaults to
+            `None`.
+        seed: int, seed of the query sample. Defaults to `0`.
+        title: str or None, figure title. Defaults to the layer's name.
 
     Returns:
         A `matplotlib.figure.Figure`.
