@@ -553,3 +553,16 @@ def test_every_argument_and_attribute_has_a_type(reference):
     ]
     assert not untyped, untyped
 
+
+@pytest.mark.parametrize(
+    "dotted, base",
+    [
+        ("conv_self_attention.BaseSelfAttention", "keras.layers.Layer"),
+        ("conv_self_attention.AttentionMonitor", "keras.callbacks.Callback"),
+    ],
+)
+def test_keras_bases_link_to_keras_io(reference, dotted, base):
+    bases = entry(reference, dotted).split("Bases:", 1)[1].split("</p>")[0]
+    assert re.search(rf'<a href="https://keras\.io/[^"]+"[^>]*>{base}</a>',
+                     bases), bases
+
