@@ -566,3 +566,8 @@ def test_keras_bases_link_to_keras_io(reference, dotted, base):
     assert re.search(rf'<a href="https://keras\.io/[^"]+"[^>]*>{base}</a>',
                      bases), bases
 
+
+def test_no_doctest_directive_shows(site):
+    for page in site.rglob("*.html"):
+        assert "doctest:" not in page.read_text(), page
+
