@@ -8,9 +8,8 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import BACKEND
 from reference import reference_self_attention
-
-from tests.conftest import BACKEND
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]
                        / "benchmarks"))
