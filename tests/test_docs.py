@@ -1,17 +1,13 @@
 """The documentation under docs/ (and the README it includes).
 
-- The site builds in strict mode, and its API reference gives every public
-  name its own anchor and documents every argument in a `Parameters`
-  (`Args:`) section.
-- Every Python block runs. Set-up fixture: the README's quick start runs
-  once per module, in a temporary directory; the blocks of each page then
-  run in order in one namespace that starts as a copy of the quick start's
-  (`model`, `x`, `y`, `keras`, `np`, ...). A page's copy of the quick start
-  itself (included from the README) is not run again. Blocks that need
-  another process are run by the test named in `PYTHON_RUN_ELSEWHERE`.
+- The README's quick start runs (per backend) and its model loads back.
+- Every Python block of a page runs as copied, in a fresh process
+  (tests/test_docs_pages.py); blocks that need another process per backend
+  are run by the test named in `PYTHON_RUN_ELSEWHERE`.
 - Every shell block is either run by a named test (`SHELL_RUN_ELSEWHERE`)
   or exempt with its reason (`SHELL_EXEMPT`: clusters, GPUs, make targets).
-- The docstring examples of the reference run.
+- The docstring examples of the reference run, each in a namespace of its
+  own (they import what they use), with no doctest directive to show.
 - The executed notebook the site shows has the source notebook's cells.
 """
 
@@ -28,8 +24,6 @@ import sys
 import keras
 import numpy as np
 import pytest
-
-import conv_self_attention
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -72,6 +66,9 @@ SHELL_EXEMPT = {
         "installs the export tools from the package index; the `export` "
         "extra is part of `dev`, which CI installs"
     ),
+    ("install.md", "git clone"): "needs the repository or archive the "
+    "reader was given (the project has no public address); "
+    "tests/test_install.py runs the install commands in a copy of the source",
     ("index.md", "make demo"): "make targets: CI runs `make test`; "
     "tests/test_demo.py runs the demo",
     (
@@ -174,25 +171,6 @@ def test_quick_start_runs(quick_start):
     )
 
 
-@pytest.mark.parametrize(
-    "page",
-    [
-        page
-        for page in pages()
-        if page not in PYTHON_RUN_ELSEWHERE and code_blocks(page, "python")
-    ],
-)
-def test_python_blocks_run(page, quick_start, tmp_path, monkeypatch):
-    pyplot = pytest.importorskip("matplotlib.pyplot")
-    monkeypatch.chdir(tmp_path)
-    namespace = dict(quick_start[1])
-    for index, code in enumerate(code_blocks(page, "python")):
-        if code == quick_start_code():
-            continue
-        exec(compile(code, f"{page} block {index}", "exec"), namespace)
-    pyplot.close("all")
-
-
 @pytest.mark.parametrize("page, test_file", PYTHON_RUN_ELSEWHERE.items())
 def test_python_blocks_run_elsewhere_are_read_by_their_test(page, test_file):
     assert code_blocks(page, "python"), page
@@ -243,28 +221,30 @@ def resolve(dotted):
     return getattr(importlib.import_module(module), name)
 
 
+def examples(dotted):
+    """The fenced Python blocks of a reference entry's docstring."""
+    return blocks_of(inspect.getdoc(resolve(dotted)) or "", "python")
+
+
 @pytest.mark.once
-@pytest.mark.parametrize("dotted", REFERENCE_NAMES)
-def test_docstring_examples_run(dotted):
-    obj = resolve(dotted)
-    # The examples are fenced for the site; the fences are not output.
-    text = "\n".join(
-        line
-        for line in inspect.getdoc(obj).splitlines()
-        if not line.strip().startswith("```")
-    )
-    # The names of the package, and of the module that defines `obj`.
-    module = obj if inspect.ismodule(obj) else inspect.getmodule(obj)
-    globs = {
-        "np": np,
-        "keras": keras,
-        **vars(conv_self_attention),
-        **vars(module),
-    }
-    test = doctest.DocTestParser().get_doctest(text, globs, dotted, None, 0)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    runner.run(test)
-    assert runner.failures == 0
+@pytest.mark.parametrize(
+    "dotted", [name for name in REFERENCE_NAMES if examples(name)]
+)
+def test_docstring_examples_run(dotted, tmp_path, monkeypatch):
+    """Each example, as the reference shows it, in a namespace of its own:
+    it imports what it uses. `>>>` examples run as doctests (their output
+    is checked), others as plain code."""
+    monkeypatch.chdir(tmp_path)
+    for code in examples(dotted):
+        assert "doctest:" not in code, "the site would show the directive"
+        if ">>>" not in code:
+            exec(compile(code, dotted, "exec"), {})
+            continue
+        test = doctest.DocTestParser().get_doctest(code, {}, dotted, None, 0)
+        assert test.examples
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test)
+        assert runner.failures == 0
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close("all")
 

@@ -11,6 +11,7 @@
   notebook page links its `.ipynb`.
 """
 
+import functools
 import html as html_module
 import importlib
 import inspect
@@ -19,6 +20,7 @@ import pkgutil
 import re
 import subprocess
 import sys
+import urllib.parse
 
 import keras
 import pytest
@@ -144,12 +146,12 @@ def test_reference_has_an_anchor_and_every_argument_per_name(reference):
     for dotted in REFERENCE_NAMES:
         assert f'id="{dotted}"' in reference, dotted
         obj = resolve(dotted)
-        # A module has no arguments; a named tuple's fields are its
-        # `Attributes` (test_kernel_call_shows_its_fields).
-        if inspect.ismodule(obj) or hasattr(obj, "_fields"):
+        # A module or a constant has no arguments; a named tuple's fields
+        # are its `Attributes` (test_named_tuples_show_their_fields).
+        if not callable(obj) or hasattr(obj, "_fields"):
             continue
-        assert documented_parameters(reference, dotted) == signature_names(
-            obj
+        assert documented_parameters(reference, dotted) == (
+            accepted_arguments(obj)
         ), dotted
         # The public methods the page shows document theirs too.
         for member in re.findall(
@@ -166,6 +168,28 @@ def test_reference_has_an_anchor_and_every_argument_per_name(reference):
 def documented_parameters(html, dotted):
     rows = section_rows(entry(html, dotted), "Parameters") or []
     return {row[0] for row in rows}
+
+
+def accepted_arguments(obj):
+    """The signature's names; for a layer class whose `**kwargs` go to
+    `BaseSelfAttention`, also each base argument that constructing the
+    class with it accepts (all but those the class fixes, such as
+    `rank`)."""
+    names = signature_names(obj)
+    base = conv_self_attention.BaseSelfAttention
+    if not (inspect.isclass(obj) and issubclass(obj, base)) or obj is base:
+        return names
+    for name, parameter in inspect.signature(base).parameters.items():
+        if parameter.kind is parameter.VAR_KEYWORD or name in names:
+            continue
+        value = 2 if parameter.default is parameter.empty else (
+            parameter.default)
+        try:
+            obj(**{name: value})
+        except TypeError:  # "got multiple values for keyword argument"
+            continue
+        names.add(name)
+    return names
 
 
 def signature_names(obj):
@@ -197,7 +221,9 @@ def test_keras_sections_render_as_written(reference):
             if block is not None:
                 rows = section_rows(html, title)
                 assert rows is not None, (dotted, title)
-                assert [row[0] for row in rows] == entries_of(block), dotted
+                # A subclass's own entries, then its base's (the hook).
+                names = [row[0] for row in rows]
+                assert names[: len(entries_of(block))] == entries_of(block)
                 checked.add(title)
     assert checked == {"Returns", "Call arguments", "Raises"}
 
@@ -213,13 +239,84 @@ def test_powers_of_two_are_not_bold(site, reference):
     assert "2**21 logits on a CPU, 2**27 on a GPU" in " ".join(chunk_size)
 
 
-def test_kernel_call_shows_its_fields(reference):
-    dotted = "conv_self_attention.kernels.KernelCall"
-    html = entry(reference, dotted)
-    rows = section_rows(html, "Attributes")
-    fields = conv_self_attention.kernels.KernelCall._fields
-    assert [row[0] for row in rows] == list(fields)
-    assert "namedtuple(" not in html
+@pytest.mark.parametrize(
+    "dotted",
+    [
+        "conv_self_attention.kernels.KernelCall",
+        "conv_self_attention.kernels.device.Device",
+        "conv_self_attention.kernels.chunked.BlockPlan",
+        "conv_self_attention.diagnostics.QueryPlan",
+    ],
+)
+def test_named_tuples_show_their_fields(reference, dotted):
+    rows = section_rows(entry(reference, dotted), "Attributes")
+    assert [row[0] for row in rows] == list(resolve(dotted)._fields)
+    assert all(row[1] for row in rows), rows  # each with its type
+
+
+LAYERS = ["SelfAttention1D", "SelfAttention2D", "SelfAttention3D",
+          "BaseSelfAttention", "SelfAttention_Conv2D"]
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_each_layer_entry_is_complete(reference, name):
+    """Like keras.io's: every argument with its type and default, the call
+    (training optional), the returned tensors with shapes, the members,
+    and the source."""
+    html = entry_with_members(reference, f"conv_self_attention.{name}")
+    for title in ("Parameters", "Call arguments"):
+        rows = section_rows(html, title)
+        typed = [row for row in rows if not row[0].startswith("*")]
+        assert typed and all(row[1] for row in typed), (title, rows)
+    (training,) = [row for row in section_rows(html, "Call arguments")
+                   if row[0] == "training"]
+    assert training[-1] == "False"
+    (returns,) = section_rows(html, "Returns")
+    assert "(batch, *spatial, filters)" in returns[-1]
+    assert "(batch, num_heads, N, M)" in returns[-1]
+    kwargs = [row for row in section_rows(html, "Parameters")
+              if row[0] == "**kwargs"]
+    assert kwargs and "{}" not in kwargs[0][-1]
+    for member in ("last_kernel", "attention_inputs"):
+        assert f'id="conv_self_attention.{name}.{member}"' in html
+    for method in ("attention_inputs", "key_value_spatial_shape"):
+        rows = section_rows(
+            entry(html, f"conv_self_attention.{name}.{method}"), "Parameters"
+        )
+        assert rows and all(row[1] for row in rows), (method, rows)
+    assert "Source code in" in html
+
+
+def entry_with_members(html, dotted):
+    """The HTML of `dotted`'s entry and its members' entries."""
+    start = html.index(f'id="{dotted}"')
+    heading = r'id="(conv_self_attention[\w.]*)" class="doc doc-heading"'
+    rest = re.finditer(heading, html[start + 1 :])
+    end = next((start + 1 + m.start() for m in rest
+                if not m[1].startswith(f"{dotted}.")), len(html))
+    return html[start:end]
+
+
+def test_every_name_in_every_public_all_has_an_entry(reference):
+    ids = anchors(reference)
+    missing = []
+    for module in public_modules():
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            if not any(
+                i.endswith(f".{name}") and resolve(i) is obj for i in ids
+            ):
+                missing.append(f"{module.__name__}.{name}")
+    assert not missing, f"add to a docs/reference*.md page: {missing}"
+
+
+def public_modules():
+    yield conv_self_attention
+    for info in pkgutil.walk_packages(
+        conv_self_attention.__path__, "conv_self_attention."
+    ):
+        if not info.name.startswith(NOT_API) and "._" not in info.name:
+            yield importlib.import_module(info.name)
 
 
 def test_docstrings_the_guides_point_to_are_on_the_site(site, reference):
@@ -242,10 +339,15 @@ def test_docstrings_the_guides_point_to_are_on_the_site(site, reference):
     module = entry(reference, "conv_self_attention.diagnostics.statistics")
     assert "query_dependence" in module
     # `layer.last_kernel`, documented in the layer's docstring.
-    last_kernel = docstring_block(
+    attributes = docstring_block(
         conv_self_attention.BaseSelfAttention, "Attributes"
     )
-    assert markdown_text(last_kernel).split(": ", 1)[1] in text(reference)
+    (last_kernel,) = [
+        entry for entry in re.split(r"\n(?=\w+: )", attributes)
+        if entry.startswith("last_kernel: ")
+    ]
+    # Its description, after the name and the type.
+    assert markdown_text(last_kernel).split(", ", 1)[1] in text(reference)
 
 
 def public_names():
@@ -397,3 +499,79 @@ def test_the_layer_formula_is_math_that_needs_no_script(site):
     assert page.count('<math display="block">') == 3
     # Drawn by the browser: no MathJax or KaTeX script, nothing fetched.
     assert not re.search(r"mathjax|katex", page, re.I)
+
+
+def test_every_internal_link_reaches_its_anchor(site):
+    """Every `href` to a page of the site (and its `#anchor`) exists."""
+    broken = []
+    ids = functools.cache(
+        lambda path: set(re.findall(r'\bid="([^"]+)"', path.read_text()))
+    )
+    # The 404 page links from the site's root, wherever it is served.
+    for page in set(site.rglob("*.html")) - {site / "404.html"}:
+        for href in re.findall(r'href="([^":]*)"', page.read_text()):
+            path, _, anchor = html_module.unescape(href).partition("#")
+            target = (page.parent / urllib.parse.unquote(path)).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                broken.append((page.relative_to(site).as_posix(), href))
+            elif anchor and urllib.parse.unquote(anchor) not in ids(target):
+                broken.append((page.relative_to(site).as_posix(), href))
+    assert not broken, broken
+
+
+def test_pages_fetch_nothing_from_another_host(site):
+    """Stylesheets, scripts, images and fonts come with the site (the
+    theme's web fonts are off: system fonts)."""
+    fetched = re.compile(
+        r'<(?:link|script|img|source|iframe)\b[^>]*\b(?:href|src)='
+        r'"(?:https?:)?//[^"]*"'
+    )
+    for page in site.rglob("*.html"):
+        text = page.read_text()
+        found = [
+            tag for tag in fetched.findall(text)
+            # <link rel="..."> to another page (not a resource) is a link.
+            if not re.search(r'rel="(?:canonical|alternate|license)"', tag)
+        ]
+        assert not found, (page, found)
+    for css in site.rglob("*.css"):
+        assert not re.search(r"url\(['\"]?(?:https?:)?//", css.read_text()), css
+
+
+
+def test_every_page_names_the_version_it_documents(site):
+    version = f"conv-self-attention {conv_self_attention.__version__}"
+    for page in site.rglob("index.html"):
+        assert f"Documentation of {version}" in page.read_text(), page
+
+
+def test_every_argument_and_attribute_has_a_type(reference):
+    untyped = [
+        (dotted, title, row[0])
+        for dotted in sorted(anchors(reference))
+        for title in ("Parameters", "Call arguments", "Attributes")
+        for row in section_rows(entry(reference, dotted), title) or []
+        if not row[1] and not row[0].startswith("*")
+    ]
+    assert not untyped, untyped
+
+
+@pytest.mark.parametrize(
+    "dotted, base",
+    [
+        ("conv_self_attention.BaseSelfAttention", "keras.layers.Layer"),
+        ("conv_self_attention.AttentionMonitor", "keras.callbacks.Callback"),
+    ],
+)
+def test_keras_bases_link_to_keras_io(reference, dotted, base):
+    bases = entry(reference, dotted).split("Bases:", 1)[1].split("</p>")[0]
+    assert re.search(rf'<a href="https://keras\.io/[^"]+"[^>]*>{base}</a>',
+                     bases), bases
+
+
+def test_no_doctest_directive_shows(site):
+    for page in site.rglob("*.html"):
+        assert "doctest:" not in page.read_text(), page
+

@@ -71,18 +71,18 @@ def load_biggan_attention(
     Biases are loaded when all four convolutions have one.
 
     Args:
-        state_dict: mapping of names to NumPy arrays or torch tensors, e.g.
-            `module.state_dict()`. Torch is never needed for NumPy values.
-        layer: optional `SelfAttention2D` to fill. It must be compatible
-            (one head, `pool_size=2`, no scale, no activation, no spectral
-            norm, matching channels and bias); it is built if needed.
-            Defaults to `None`: a new layer is created.
-        prefix: prefix of the block's names in `state_dict`, e.g.
-            `"blocks.3.1."` for the attention block inside a BigGAN
-            generator. Defaults to `""`.
-        data_format: data format of a new layer. Defaults to
+        state_dict: dict, mapping of names to NumPy arrays or torch tensors,
+            e.g. `module.state_dict()`. Torch is never needed for NumPy values.
+        layer: SelfAttention2D or None, optional `SelfAttention2D` to fill. It
+            must be compatible (one head, `pool_size=2`, no scale, no
+            activation, no spectral norm, matching channels and bias); it is
+            built if needed. Defaults to `None`: a new layer is created.
+        prefix: str, prefix of the block's names in `state_dict`, e.g.
+            `"blocks.3.1."` for the attention block inside a BigGAN generator.
+            Defaults to `""`.
+        data_format: str or None, data format of a new layer. Defaults to
             `keras.config.image_data_format()`. Only with `layer=None`.
-        name: name of a new layer. Only with `layer=None`.
+        name: str or None, name of a new layer. Only with `layer=None`.
 
     Returns:
         The built `SelfAttention2D` holding the imported weights.
@@ -96,6 +96,8 @@ def load_biggan_attention(
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import load_biggan_attention
     >>> rng = np.random.default_rng(0)
     >>> state = {  # e.g. `Attention(ch=64).state_dict()` in BigGAN-PyTorch
     ...     "theta.weight": rng.normal(size=(8, 64, 1, 1)),

@@ -15,7 +15,14 @@ from conv_self_attention.diagnostics.statistics import checked_options
 def gamma_values(model, prefix="gamma/"):
     """Returns `{prefix + path: gamma}` for each self-attention layer.
 
-    `path` is as in `attention_layers`; values are python floats.
+    Args:
+        model: keras.Model, the model whose built self-attention layers
+            (nested models included) are read.
+        prefix: str, prefix of the keys. Defaults to `"gamma/"`.
+
+    Returns:
+        A dict from `prefix` + the layer's path (as in `attention_layers`)
+        to its current `gamma`, a Python float.
     """
     return {
         f"{prefix}{path}": float(ops.convert_to_numpy(layer.gamma.value))
@@ -25,7 +32,17 @@ def gamma_values(model, prefix="gamma/"):
 
 
 def flat_statistics(statistics, prefix="attention/"):
-    """`{layer: {stat: v}}` to `{prefix + "layer/stat": v}`."""
+    """Flattens `attention_statistics`' result into log keys.
+
+    Args:
+        statistics: dict, `{layer path: {statistic: value}}`, as
+            `attention_statistics` returns.
+        prefix: str, prefix of the keys. Defaults to `"attention/"`.
+
+    Returns:
+        A dict `{prefix + "layer path/statistic": value}`, the keys
+        `AttentionMonitor` logs.
+    """
     return {
         f"{prefix}{path}/{name}": value
         for path, values in statistics.items()
@@ -46,13 +63,24 @@ class GammaLogger(keras.callbacks.Callback):
     whether a gamma away from 0 means the attention is used.
 
     Args:
-        prefix: prefix of the log keys. Defaults to `"gamma/"`.
+        prefix: str, prefix of the log keys. Defaults to `"gamma/"`.
 
     Example:
 
     ```python
-    history = model.fit(x, y, epochs=3, callbacks=[GammaLogger()])
-    print({k: v for k, v in history.history.items() if "gamma" in k})
+    import keras
+    import numpy as np
+    from conv_self_attention import GammaLogger
+    from conv_self_attention import SelfAttention2D
+
+    inputs = keras.Input((8, 8, 4))
+    hidden = SelfAttention2D(gamma=0.1, name="attention")(inputs)
+    outputs = keras.layers.Dense(1)(keras.layers.Flatten()(hidden))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "mse")
+    x, y = np.random.rand(16, 8, 8, 4), np.random.rand(16, 1)
+    history = model.fit(x, y, epochs=3, callbacks=[GammaLogger()], verbose=0)
+    print(history.history["gamma/attention"])  # one value per epoch
     ```
     """
 
@@ -97,19 +125,36 @@ class AttentionMonitor(keras.callbacks.Callback):
     `plot_attention_statistics(monitor)` draws them.
 
     Args:
-        inputs: a fixed batch for the model (e.g. 64 held-out examples).
-        every: measure every `every` epochs (counted from the first epoch
+        inputs: array or structure, a fixed batch for the model (e.g. 64
+            held-out examples).
+        every: int, measure every `every` epochs (counted from the first epoch
             of training, so that a resumed run measures the same epochs).
             Defaults to `1`.
-        per_head: also log per-head values. Defaults to `False`.
-        sample_size: as in `attention_statistics`. Defaults to `None`.
-        seed: seed of the query sample. Defaults to `0`.
+        per_head: bool, also log per-head values. Defaults to `False`.
+        sample_size: int or None, as in `attention_statistics`. Defaults to
+            `None`.
+        seed: int, seed of the query sample. Defaults to `0`.
 
     Example:
 
     ```python
-    monitor = AttentionMonitor(x_val[:64])
-    history = model.fit(x, y, epochs=5, callbacks=[monitor])
+    import keras
+    import numpy as np
+    from conv_self_attention import AttentionMonitor
+    from conv_self_attention import SelfAttention2D
+    from conv_self_attention import plot_attention_statistics
+
+    inputs = keras.Input((8, 8, 4))
+    hidden = SelfAttention2D(gamma=0.1, name="attention")(inputs)
+    outputs = keras.layers.Dense(1)(keras.layers.Flatten()(hidden))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "mse")
+    x, y = np.random.rand(80, 8, 8, 4), np.random.rand(80, 1)
+    x_val = x[64:]  # fixed inputs the statistics are computed on
+    monitor = AttentionMonitor(x_val)
+    history = model.fit(x[:64], y[:64], epochs=3, callbacks=[monitor],
+                        verbose=0)
+    print(history.history["attention/attention/entropy"])
     plot_attention_statistics(monitor)  # before training, then each epoch
     ```
     """

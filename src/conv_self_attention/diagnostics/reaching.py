@@ -12,8 +12,12 @@ from conv_self_attention.layers.shapes import check_input_shape
 def attention_layers(model):
     """Returns `(path, layer)` for every self-attention layer in `model`.
 
-    Nested models are searched too; `path` is the layer's name prefixed by
-    the names of the nested models that contain it, joined by `/`.
+    Args:
+        model: keras.Model, searched with the models nested in it.
+
+    Returns:
+        A list of `(path, layer)`: `path` is the layer's name prefixed by
+        the names of the nested models that contain it, joined by `/`.
     """
     found = []
     for layer in getattr(model, "layers", []):

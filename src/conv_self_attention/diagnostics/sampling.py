@@ -31,6 +31,15 @@ QueryPlan = collections.namedtuple(
     "QueryPlan",
     ["num_sampled", "examples_per_step", "queries_per_step", "step_bytes"],
 )
+"""How the diagnostics sample and block their work (a named tuple;
+`plan_query_sample`).
+
+Attributes:
+    num_sampled: int, query positions evaluated per example.
+    examples_per_step: int, examples per step.
+    queries_per_step: int, sampled queries per step.
+    step_bytes: int, bytes one step holds at once (at most `max_bytes`).
+"""
 
 
 def plan_query_sample(
@@ -56,15 +65,15 @@ def plan_query_sample(
     and query besides the logits (attended values, outputs).
 
     Args:
-        num_examples: batch size `B`.
-        num_heads: attention heads `h`.
-        num_queries: query positions `N`.
-        num_keys: key positions `M`.
-        sample_size: `None` or a positive int.
-        max_bytes: most bytes held at once. Defaults to `MAX_BYTES`
-            (256 MiB).
-        example_floats: float32 values held per example. Defaults to `0`.
-        row_floats: float32 values held per example and query besides the
+        num_examples: int, batch size `B`.
+        num_heads: int, attention heads `h`.
+        num_queries: int, query positions `N`.
+        num_keys: int, key positions `M`.
+        sample_size: int or None, `None` or a positive int.
+        max_bytes: int, most bytes held at once. Defaults to `MAX_BYTES` (256
+            MiB).
+        example_floats: int, float32 values held per example. Defaults to `0`.
+        row_floats: int, float32 values held per example and query besides the
             `BLOCK_ARRAYS` logit-sized arrays. Defaults to `0`.
 
     Returns:
@@ -79,6 +88,7 @@ def plan_query_sample(
     Example:
 
     ```python
+    >>> from conv_self_attention.diagnostics import plan_query_sample
     >>> plan = plan_query_sample(8, 2, 4096, 4096, max_bytes=2**28)
     >>> plan.num_sampled, plan.examples_per_step, plan.queries_per_step
     (1024, 8, 156)
@@ -127,9 +137,9 @@ def sample_query_indices(num_queries, num_sampled, seed=0):
     `numpy.random.default_rng(seed)`.
 
     Args:
-        num_queries: the number of query positions `N` of the map.
-        num_sampled: how many to draw (`plan_query_sample`'s sample size).
-        seed: the seed of the NumPy generator. Defaults to `0`.
+        num_queries: int, the number of query positions `N` of the map.
+        num_sampled: int, how many to draw (`plan_query_sample`'s sample size).
+        seed: int, the seed of the NumPy generator. Defaults to `0`.
 
     Returns:
         A sorted NumPy int array of at most `num_sampled` indices.
@@ -153,7 +163,15 @@ def sample_query_indices(num_queries, num_sampled, seed=0):
 
 
 def query_coordinates(spatial_shape):
-    """`(N, rank)` float32 coordinates of the input cells, row-major."""
+    """The coordinates of the input cells, row-major.
+
+    Args:
+        spatial_shape: tuple of ints, the spatial sizes of the input map.
+
+    Returns:
+        A float32 NumPy array `(N, rank)`: row `i` is the position of query
+        `i`.
+    """
     axes = [np.arange(size, dtype="float32") for size in spatial_shape]
     grid = np.meshgrid(*axes, indexing="ij")
     return np.stack([axis.ravel() for axis in grid], axis=-1)
@@ -173,11 +191,20 @@ def _window_starts(spatial_shape, pools):
 
 
 def key_coordinates(spatial_shape, pool_size=None):
-    """`(M, rank)` float32 positions of the keys, in input cells.
+    """The positions of the keys, in input cells.
 
     A key pooled from a window sits at the mean coordinate of the input
     cells the window covers; with `padding="same"` edge windows may cover
     fewer cells.
+
+    Args:
+        spatial_shape: tuple of ints, the spatial sizes of the input map.
+        pool_size: int or tuple or None, the layer's `pool_size`. Defaults
+            to `None`.
+
+    Returns:
+        A float32 NumPy array `(M, rank)`: row `j` is the position of key
+        `j`.
     """
     pools = normalize_pool_size(pool_size, len(spatial_shape))
     if pools is None:
@@ -204,9 +231,11 @@ def local_keys(spatial_shape, pool_size=None, query_rows=None):
     pool size.
 
     Args:
-        spatial_shape: the spatial sizes of the input map.
-        pool_size: the layer's `pool_size`. Defaults to `None`.
-        query_rows: row-major indices of the queries. Defaults to all.
+        spatial_shape: tuple of ints, the spatial sizes of the input map.
+        pool_size: int or tuple or None, the layer's `pool_size`. Defaults
+            to `None`.
+        query_rows: array of ints or None, row-major indices of the
+            queries. Defaults to `None`: all.
 
     Returns:
         A boolean NumPy array, one row per query, one column per key.
@@ -233,8 +262,17 @@ def _cells(spatial_shape, rows=None):
 
 
 def pairwise_distances(query_positions, key_positions):
-    """`(N, M)` float32 Euclidean distances between query and key positions
-    (`query_coordinates`, `key_coordinates`), in input cells."""
+    """Euclidean distances between query and key positions, in input cells.
+
+    Args:
+        query_positions: array, `(N, rank)` positions, as
+            `query_coordinates` returns.
+        key_positions: array, `(M, rank)` positions, as `key_coordinates`
+            returns.
+
+    Returns:
+        A float32 NumPy array `(N, M)`.
+    """
     squares = 0.0
     # Axis by axis, so that no `(N, M, rank)` array is made.
     for axis in range(query_positions.shape[-1]):

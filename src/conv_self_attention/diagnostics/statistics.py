@@ -64,6 +64,8 @@ from conv_self_attention.kernels.dense import attention_logits
 
 STATISTICS = ("gamma", "contribution", "entropy", "mean_distance",
               "local_mass", "query_dependence")
+"""The names of the statistics, in the order `attention_statistics` returns
+them (the module's docstring defines each)."""
 _ROW_STATISTICS = ("entropy", "mean_distance", "local_mass",
                    "query_dependence")
 
@@ -77,8 +79,8 @@ class LayerStatistics(dict):
     `attention_statistics` returns one per layer.
 
     Args:
-        values: the `{statistic: float}` items.
-        sample_size: the number of query positions sampled.
+        values: dict, the `{statistic: float}` items.
+        sample_size: int, the number of query positions sampled.
     """
 
     def __init__(self, values, sample_size):
@@ -104,19 +106,19 @@ def attention_statistics(
     those of the sampled queries once more.
 
     Args:
-        model_or_layer: a functional or Sequential `keras.Model`, or a
-            built self-attention layer.
-        inputs: a batch for the model (array, or the structure of its
-            inputs) or for the layer.
-        per_head: also return every statistic but `gamma` per head, as
+        model_or_layer: keras.Model or BaseSelfAttention, a functional or
+            Sequential `keras.Model`, or a built self-attention layer.
+        inputs: array or structure, a batch for the model (array, or the
+            structure of its inputs) or for the layer.
+        per_head: bool, also return every statistic but `gamma` per head, as
             `"<statistic>/head_<j>"`. Defaults to `False`.
-        sample_size: number of query positions for entropy, distance,
-            local mass and query dependence. Defaults to `None`: all of
-            them up to 1024, else a sample of 1024.
-        seed: seed of the query sample, a non-negative int. Defaults
-            to `0`.
-        max_bytes: most bytes the statistics' arrays take at once.
-            Defaults to 256 MiB.
+        sample_size: int or None, number of query positions for entropy,
+            distance, local mass and query dependence. Defaults to `None`: all
+            of them up to 1024, else a sample of 1024.
+        seed: int, seed of the query sample, a non-negative int. Defaults to
+            `0`.
+        max_bytes: int, most bytes the statistics' arrays take at once. Defaults
+            to 256 MiB.
 
     Returns:
         `{layer_path: LayerStatistics}`, each a `{statistic: float}` dict
@@ -133,14 +135,23 @@ def attention_statistics(
     Example:
 
     ```python
+    >>> import keras
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
+    >>> from conv_self_attention import attention_statistics
     >>> inputs = keras.Input((8, 8, 16))
     >>> layer = SelfAttention2D(num_heads=2, gamma=0.5, name="attention")
     >>> model = keras.Model(inputs, layer(inputs))
     >>> x = np.random.default_rng(0).normal(size=(4, 8, 8, 16))
     >>> stats = attention_statistics(model, x.astype("float32"))
-    >>> list(stats["attention"])  # doctest: +NORMALIZE_WHITESPACE
-    ['gamma', 'contribution', 'entropy', 'mean_distance', 'local_mass',
-     'query_dependence']
+    >>> for name in stats["attention"]:
+    ...     print(name)
+    gamma
+    contribution
+    entropy
+    mean_distance
+    local_mass
+    query_dependence
     >>> stats["attention"]["gamma"], stats["attention"].sample_size
     (0.5, 64)
     >>> 0.0 <= stats["attention"]["entropy"] <= 1.0
@@ -161,11 +172,11 @@ def attention_distances(layer, inputs, *, sample_size=None, seed=0,
     """Attention weight per query-key distance, for one layer.
 
     Args:
-        layer: a built self-attention layer.
-        inputs: a batch that reaches the layer.
-        sample_size: as in `attention_statistics`.
-        seed: as in `attention_statistics`.
-        max_bytes: as in `attention_statistics`.
+        layer: BaseSelfAttention, a built self-attention layer.
+        inputs: array, a batch that reaches the layer.
+        sample_size: int or None, as in `attention_statistics`.
+        seed: int, as in `attention_statistics`.
+        max_bytes: int, as in `attention_statistics`.
 
     Returns:
         `(distances, weights)`, both `(S, M)` for the `S` evaluated query

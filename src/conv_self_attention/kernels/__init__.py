@@ -52,16 +52,15 @@ __all__ = [
 ]
 
 
-
 def run_attention(kernel_call, query, key, value, *, scale):
     """Runs the `KernelCall` from `plan_attention` on the inputs.
 
     Args:
-        kernel_call: the `KernelCall` planned for these inputs.
-        query: `(B, N, h, dk)` tensor.
-        key: `(B, M, h, dk)` tensor.
-        value: `(B, M, h, dv)` tensor.
-        scale: python float multiplying the logits (1.0 for SAGAN).
+        kernel_call: KernelCall, the `KernelCall` planned for these inputs.
+        query: tensor, `(B, N, h, dk)` tensor.
+        key: tensor, `(B, M, h, dk)` tensor.
+        value: tensor, `(B, M, h, dv)` tensor.
+        scale: float, python float multiplying the logits (1.0 for SAGAN).
 
     Returns:
         `(out, scores)`: `out` of shape `(B, N, h, dv)` in `value.dtype`;
@@ -128,14 +127,14 @@ def attention(
     see which kernel runs.
 
     Args:
-        query: `(B, N, h, dk)` tensor.
-        key: `(B, M, h, dk)` tensor.
-        value: `(B, M, h, dv)` tensor.
-        scale: python float multiplying the logits (1.0 for SAGAN).
-        implementation: `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
-        chunk_size: query positions per block for `"chunked"`; `None`
-            sizes blocks for the device (`chunked.plan_blocks`).
-        return_scores: also return the `(B, h, N, M)` float32 softmax
+        query: tensor, `(B, N, h, dk)` tensor.
+        key: tensor, `(B, M, h, dk)` tensor.
+        value: tensor, `(B, M, h, dv)` tensor.
+        scale: float, python float multiplying the logits (1.0 for SAGAN).
+        implementation: str, `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
+        chunk_size: int or None, query positions per block for `"chunked"`;
+            `None` sizes blocks for the device (`chunked.plan_blocks`).
+        return_scores: bool, also return the `(B, h, N, M)` float32 softmax
             probabilities. Forces the dense kernel.
 
     Returns:
@@ -145,6 +144,8 @@ def attention(
     Example:
 
     ```python
+    >>> import keras
+    >>> import numpy as np
     >>> from conv_self_attention import attention
     >>> rng = np.random.default_rng(0)
     >>> query = rng.normal(size=(2, 16, 1, 8)).astype("float32")  # N = 16

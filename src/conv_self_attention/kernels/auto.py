@@ -106,13 +106,14 @@ def flash_eligible(
     kernels need Ampere or later.
 
     Args:
-        backend: `"tensorflow"`, `"jax"` or `"torch"`.
-        platform: `"cpu"`, `"gpu"` (NVIDIA), `"rocm"`, `"tpu"` or another
+        backend: str, `"tensorflow"`, `"jax"` or `"torch"`.
+        platform: str, `"cpu"`, `"gpu"` (NVIDIA), `"rocm"`, `"tpu"` or another
             device name (`kernels.device`).
-        compute_capability: `(major, minor)` of an NVIDIA GPU, else `None`.
-        dtype: the compute dtype of q, k, v, as a string.
-        key_width: per-head width of q and k.
-        value_width: per-head width of v.
+        compute_capability: tuple or None, `(major, minor)` of an NVIDIA GPU,
+            else `None`.
+        dtype: str, the compute dtype of q, k, v, as a string.
+        key_width: int, per-head width of q and k.
+        value_width: int, per-head width of v.
 
     Returns:
         `True` when a flash kernel may run in `dtype`, else `False`.
@@ -152,17 +153,19 @@ def select_implementation(
     """Returns the kernel name `auto` stands for (the `kernels.auto` rule).
 
     Args:
-        backend: `"tensorflow"`, `"jax"` or `"torch"`.
-        platform: `"cpu"`, `"gpu"` (NVIDIA), `"rocm"`, `"tpu"` or another
+        backend: str, `"tensorflow"`, `"jax"` or `"torch"`.
+        platform: str, `"cpu"`, `"gpu"` (NVIDIA), `"rocm"`, `"tpu"` or another
             device name (`kernels.device`).
-        compute_capability: `(major, minor)` of an NVIDIA GPU, else `None`.
-        dtype: the compute dtype of q, k, v, as a string.
-        num_queries: N, the number of query positions, `None` when
+        compute_capability: tuple or None, `(major, minor)` of an NVIDIA GPU,
+            else `None`.
+        dtype: str, the compute dtype of q, k, v, as a string.
+        num_queries: int or None, N, the number of query positions, `None` when
             unknown.
-        num_keys: M, the number of key positions, `None` when unknown.
-        batch_heads: batch size x heads, `None` when unknown.
-        key_width: per-head width of q and k.
-        value_width: per-head width of v.
+        num_keys: int or None, M, the number of key positions, `None` when
+            unknown.
+        batch_heads: int or None, batch size x heads, `None` when unknown.
+        key_width: int, per-head width of q and k.
+        value_width: int, per-head width of v.
 
     Returns:
         One of `"dense"`, `"chunked"` or `"fused"`.

@@ -39,6 +39,14 @@ ACCELERATOR_CHUNK_RANGE = (64, 1024, 16384)
 CHUNK_MULTIPLE = 32
 
 BlockPlan = collections.namedtuple("BlockPlan", ["chunk_size", "per_image"])
+"""The chunked kernel's blocks for a call (a named tuple; `plan_blocks`).
+
+Attributes:
+    chunk_size: int, query positions per block.
+    per_image: bool, whether a block holds the queries of one image at
+        a time rather than of every image (when a whole-batch block would
+        exceed the budget, or the batch is unknown at trace time).
+"""
 
 _BACKEND_MODULES = {
     "tensorflow": "conv_self_attention.kernels._chunked_tensorflow",
@@ -51,7 +59,7 @@ def block_elements(platform):
     """Logits per block that the default chunk size keeps within.
 
     Args:
-        platform: the device platform, `"cpu"` or another (`"gpu"`,
+        platform: str, the device platform, `"cpu"` or another (`"gpu"`,
             `"rocm"`, `"tpu"`, ...), as in `device.Device.platform`.
 
     Returns:
@@ -98,13 +106,15 @@ def plan_blocks(
     logits times the runtime batch when the batch was unknown.
 
     Args:
-        num_queries: N, or `None` when unknown at trace time.
-        num_keys: M, or `None` when unknown at trace time.
-        batch: the batch size, or `None`/symbolic when unknown.
-        heads: the number of heads.
-        platform: the device platform (`"cpu"`, `"gpu"`, ...).
-        chunk_size: the layer's `chunk_size`, or `None` for the default.
-        exporting: whether an exporter traces the call.
+        num_queries: int or None, N, or `None` when unknown at trace time.
+        num_keys: int or None, M, or `None` when unknown at trace time.
+        batch: int or tensor or None, the batch size, or `None`/symbolic when
+            unknown.
+        heads: int, the number of heads.
+        platform: str, the device platform (`"cpu"`, `"gpu"`, ...).
+        chunk_size: int or None, the layer's `chunk_size`, or `None` for the
+            default.
+        exporting: bool, whether an exporter traces the call.
 
     Returns:
         A `BlockPlan(chunk_size, per_image)`; `chunk_size` a Python int.

@@ -4,7 +4,17 @@ from keras import ops
 
 
 def attention_logits(query, key, scale):
-    """Float32 logits `(B, h, N, M)`; fp16 logits overflow before softmax."""
+    """The attention logits, in float32 (fp16 ones overflow before the
+    softmax).
+
+    Args:
+        query: tensor, `(B, N, h, dk)`.
+        key: tensor, `(B, M, h, dk)`.
+        scale: float, the factor on the logits.
+
+    Returns:
+        A float32 tensor `(B, h, N, M)`.
+    """
     query = ops.cast(query, "float32")
     key = ops.cast(key, "float32")
     logits = ops.einsum("bnhd,bmhd->bhnm", query, key)

@@ -29,6 +29,14 @@ import functools
 import keras
 
 Device = collections.namedtuple("Device", ["platform", "compute_capability"])
+"""The device a computation runs on (a named tuple; `find_device`).
+
+Attributes:
+    platform: str, `"cpu"`, `"gpu"` (NVIDIA CUDA), `"rocm"`, `"tpu"`, or
+        another device name (`"mps"`, `"meta"`, ...).
+    compute_capability: tuple or None, `(major, minor)` of an NVIDIA GPU;
+        `None` elsewhere, or where the backend does not report it.
+"""
 
 CPU = Device("cpu", None)
 
@@ -65,6 +73,9 @@ def is_exporting():
     TorchScript tracer, and dynamo's, which runs `torch.export`). A
     TensorFlow or JAX export traces the same ops as any `tf.function` or
     `jax.jit`, so they need no branch and this is `False` for them.
+
+    Returns:
+        `True` while torch traces for an exporter, else `False`.
     """
     if keras.backend.backend() != "torch":
         return False

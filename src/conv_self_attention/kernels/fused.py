@@ -54,17 +54,22 @@ def _pad_last_axis(tensor, width):
 
 
 def fused_attention(query, key, value, scale, *, flash=False, platform="cpu"):
-    """`(B, N, h, dk)`, `(B, M, h, dk)`, `(B, M, h, dv)` to `(B, N, h, dv)`
-    in `value.dtype`.
+    """The `fused` kernel: the backend's fused attention, exact.
 
     Args:
-        query, key, value: the attention inputs.
-        scale: python float multiplying the logits.
-        flash: feed a flash kernel q, k, v in `value.dtype` instead of
-            float32 (`KernelCall.flash`; module docstring: where it may be
-            used).
-        platform: the device platform (`kernels.device`); on JAX it picks
-            cuDNN (`"gpu"`) or XLA for the compute-dtype path.
+        query: tensor, `(B, N, h, dk)`.
+        key: tensor, `(B, M, h, dk)`.
+        value: tensor, `(B, M, h, dv)`.
+        scale: float, python float multiplying the logits.
+        flash: bool, feed a flash kernel q, k, v in `value.dtype` instead
+            of float32 (`KernelCall.flash`; module docstring: where it may
+            be used). Defaults to `False`.
+        platform: str, the device platform (`kernels.device`); on JAX it
+            picks cuDNN (`"gpu"`) or XLA for the compute-dtype path.
+            Defaults to `"cpu"`.
+
+    Returns:
+        A tensor `(B, N, h, dv)` in `value.dtype`.
     """
     value_width = value.shape[-1]
     width = padded_width(query.shape[-1], value_width)

@@ -24,10 +24,18 @@ from conv_self_attention.kernels.device import find_device
 from conv_self_attention.kernels.device import is_exporting
 
 IMPLEMENTATIONS = ("auto", "dense", "chunked", "fused")
+"""The kernel names `attention_implementation` accepts."""
 
 
 def validate_implementation(implementation):
-    """Raises `ValueError` unless `implementation` is a known kernel name."""
+    """Checks a kernel name.
+
+    Args:
+        implementation: str, one of `IMPLEMENTATIONS`.
+
+    Raises:
+        ValueError: if `implementation` is not a known kernel name.
+    """
     one_of("attention_implementation", implementation, IMPLEMENTATIONS)
 
 
@@ -55,6 +63,8 @@ class KernelCall(typing.NamedTuple):
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
     >>> layer = SelfAttention2D(attention_implementation="chunked")
     >>> _ = layer(np.zeros((1, 8, 8, 16), "float32"))
     >>> layer.last_kernel.implementation, layer.last_kernel.chunk_size
@@ -99,20 +109,22 @@ def plan_kernel(
     """The `KernelCall` for a call described by plain values (pure).
 
     Args:
-        backend: `"tensorflow"`, `"jax"` or `"torch"`.
-        device: the `device.Device` that computes.
-        dtype: the compute dtype of q, k, v, as a string.
-        num_queries: N, or `None` when unknown at trace time.
-        num_keys: M, or `None` when unknown at trace time.
-        batch: the batch size, or `None` (or a symbolic size) when unknown.
-        heads: the number of heads.
-        key_width: per-head width of q and k.
-        value_width: per-head width of v.
-        implementation: `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
-        chunk_size: query positions per block for `"chunked"`, or `None`.
-        return_scores: whether the scores are asked for; only `"dense"`
+        backend: str, `"tensorflow"`, `"jax"` or `"torch"`.
+        device: Device, the `device.Device` that computes.
+        dtype: str, the compute dtype of q, k, v, as a string.
+        num_queries: int or None, N, or `None` when unknown at trace time.
+        num_keys: int or None, M, or `None` when unknown at trace time.
+        batch: int or tensor or None, the batch size, or `None` (or a symbolic
+            size) when unknown.
+        heads: int, the number of heads.
+        key_width: int, per-head width of q and k.
+        value_width: int, per-head width of v.
+        implementation: str, `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
+        chunk_size: int or None, query positions per block for `"chunked"`, or
+            `None`.
+        return_scores: bool, whether the scores are asked for; only `"dense"`
             has them, so it overrides `implementation`.
-        exporting: whether the call is traced for an exporter.
+        exporting: bool, whether the call is traced for an exporter.
 
     Returns:
         A `KernelCall`.
@@ -165,12 +177,13 @@ def plan_attention(
     traced call records what was traced).
 
     Args:
-        query: `(B, N, h, dk)` tensor.
-        key: `(B, M, h, dk)` tensor.
-        value: `(B, M, h, dv)` tensor.
-        implementation: `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
-        chunk_size: query positions per block for `"chunked"`, or `None`.
-        return_scores: whether the scores are asked for (forces `dense`).
+        query: tensor, `(B, N, h, dk)` tensor.
+        key: tensor, `(B, M, h, dk)` tensor.
+        value: tensor, `(B, M, h, dv)` tensor.
+        implementation: str, `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
+        chunk_size: int or None, query positions per block for `"chunked"`, or
+            `None`.
+        return_scores: bool, whether the scores are asked for (forces `dense`).
 
     Returns:
         A `KernelCall`.

@@ -46,58 +46,68 @@ class BaseSelfAttention(keras.layers.Layer):
     layer (`layer.num_heads`); setting one raises `AttributeError`.
 
     Args:
-        rank: number of spatial axes (1, 2 or 3).
-        filters: output channels `F`. Defaults to `None`: the input
-            channels, so the output shape equals the input shape.
-        num_heads: number of attention heads. Defaults to `1`.
-        key_channels: query/key channels over all heads. Defaults to
-            `F // 8`, rounded up to a positive multiple of `num_heads`.
-            An explicit value must be divisible by `num_heads`.
-        value_channels: value channels over all heads. Defaults to
-            `F // 2`, rounded up to a positive multiple of `num_heads`.
-        pool_size: `None`, an int or a `rank`-tuple. Keys and values are
-            max-pooled by this factor per axis (`padding="same"`, as in
-            BigGAN), giving `ceil(size / pool_size)` positions per axis.
-            Defaults to `None` (no pooling).
-        use_scale: if `True`, multiply the logits by the fixed factor
-            `1 / sqrt(key_channels / num_heads)`. This is not a learnable
-            scale (unlike `keras.layers.Attention`). Defaults to `False`,
-            as in SAGAN.
-        gamma: initial value of the learnable scalar `gamma` that scales
-            the attended result. Defaults to `0.0` (SAGAN): the layer
-            starts as its shortcut.
-        gamma_trainable: whether `gamma` is trained. Defaults to `True`.
-        activation: activation applied to the output. Defaults to `None`
-            (linear).
-        use_bias: whether every 1x1 convolution (shortcut included) has a
-            bias. Defaults to `False`.
-        spectral_norm: whether every 1x1 convolution is spectrally
+        rank: int, number of spatial axes (1, 2 or 3).
+        filters: int or None, output channels `F`. Defaults to `None`: the
+            input channels, so the output shape equals the input shape.
+        num_heads: int, number of attention heads. Defaults to `1`.
+        key_channels: int or None, query/key channels over all heads.
+            Defaults to `F // 8`, rounded up to a positive multiple of
+            `num_heads`. An explicit value must be divisible by
+            `num_heads`.
+        value_channels: int or None, value channels over all heads.
+            Defaults to `F // 2`, rounded up to a positive multiple of
+            `num_heads`.
+        pool_size: int or tuple or None, an int or a `rank`-tuple: keys
+            and values are max-pooled by this factor per axis
+            (`padding="same"`, as in BigGAN), giving `ceil(size /
+            pool_size)` positions per axis. Defaults to `None` (no
+            pooling).
+        use_scale: bool, if `True`, multiply the logits by the fixed
+            factor `1 / sqrt(key_channels / num_heads)`. This is not a
+            learnable scale (unlike `keras.layers.Attention`). Defaults to
+            `False`, as in SAGAN.
+        gamma: float, initial value of the learnable scalar `gamma` that
+            scales the attended result. Defaults to `0.0` (SAGAN): the
+            layer starts as its shortcut.
+        gamma_trainable: bool, whether `gamma` is trained. Defaults to
+            `True`.
+        activation: str or callable or None, activation applied to the
+            output. Defaults to `None` (linear).
+        use_bias: bool, whether every 1x1 convolution (shortcut included)
+            has a bias. Defaults to `False`.
+        spectral_norm: bool, whether every 1x1 convolution is spectrally
             normalized, as in SAGAN/BigGAN. Defaults to `False`.
-        return_attention_scores: if `True`, the layer returns
+        return_attention_scores: bool, if `True`, the layer returns
             `(outputs, scores)`. This forces the dense kernel, which holds
             an `N x M` matrix per image and head. Defaults to `False`.
-        data_format: `"channels_last"` or `"channels_first"`. Defaults to
+        data_format: str or None, `"channels_last"` or
+            `"channels_first"`. Defaults to
             `keras.config.image_data_format()`.
-        attention_implementation: `"auto"`, `"dense"`, `"chunked"` or
-            `"fused"`; all are exact. `"auto"` picks by backend, device
+        attention_implementation: str, `"auto"`, `"dense"`, `"chunked"`
+            or `"fused"`; all are exact. `"auto"` picks by backend, device
             (CPU, GPU and its compute capability), compute dtype and map
             size. On NVIDIA GPUs of compute capability 8.0+ (torch, JAX)
             under float16/bfloat16, `"fused"` runs the backend's flash
             kernel in the compute dtype; elsewhere it computes in float32.
-        chunk_size: query positions per block of the chunked kernel.
-            Defaults to `None`: blocks within a device budget for any batch
-            (`2**21` logits on a CPU, `2**27` on a GPU; `plan_blocks` in
-            `kernels.chunked`). An explicit value is honoured past it.
-        kernel_initializer: initializer of the 1x1 convolution kernels.
-            Defaults to `"glorot_uniform"`.
-        kernel_regularizer: regularizer of the kernels. Defaults to `None`.
-        kernel_constraint: constraint of the kernels. Defaults to `None`.
+        chunk_size: int or None, query positions per block of the chunked
+            kernel. Defaults to `None`: blocks within a device budget for
+            any batch (`2**21` logits on a CPU, `2**27` on a GPU;
+            `plan_blocks` in `kernels.chunked`). An explicit value is
+            honoured past it.
+        kernel_initializer: str or keras.initializers.Initializer,
+            initializer of the 1x1 convolution kernels. Defaults to
+            `"glorot_uniform"`.
+        kernel_regularizer: str or keras.regularizers.Regularizer or None,
+            regularizer of the kernels. Defaults to `None`.
+        kernel_constraint: str or keras.constraints.Constraint or None,
+            constraint of the kernels. Defaults to `None`.
         **kwargs: base layer arguments (`name`, `dtype`, `trainable`).
 
     Call arguments:
-        inputs: `(batch, *spatial, channels)` (or channels first) tensor.
-        training: Python bool; with `spectral_norm`, the power iteration
-            state is updated only when training.
+        inputs: tensor, `(batch, *spatial, channels)` (or channels first),
+            floating-point.
+        training: bool, with `spectral_norm`, the power iteration state is
+            updated only when training. Defaults to `False`.
 
     Returns:
         `outputs` of shape `(batch, *spatial, filters)` in the compute dtype,
@@ -106,16 +116,18 @@ class BaseSelfAttention(keras.layers.Layer):
         `(batch, num_heads, N, M)`; every row sums to 1.
 
     Attributes:
-        last_kernel: read-only `kernels.KernelCall` of the latest call:
-            the kernel that ran (`"dense"`, `"chunked"` or `"fused"`,
-            never `"auto"`), the chunked kernel's block size, and more.
-            Set when `call` runs or is traced; `None` before the first,
-            and for a call whose `_compute_attention` ran no kernel.
+        last_kernel: KernelCall or None, the read-only `kernels.KernelCall`
+            of the latest call: the kernel that ran (`"dense"`,
+            `"chunked"` or `"fused"`, never `"auto"`), the chunked
+            kernel's block size, and more. Set when `call` runs or is
+            traced; `None` before the first, and for a call whose
+            `_compute_attention` ran no kernel.
             `use_attention_kernel` chooses another kernel for a while
             (e.g. for an export) without changing the config.
-        channel_axis: the channel axis of the inputs (`-1` or `1`).
-        attention_scale: the factor on the logits once built: `1.0`, or
-            `1 / sqrt(key_channels / num_heads)` with `use_scale`.
+        channel_axis: int, the channel axis of the inputs (`-1` or `1`).
+        attention_scale: float, the factor on the logits once built:
+            `1.0`, or `1 / sqrt(key_channels / num_heads)` with
+            `use_scale`.
 
     Raises:
         ValueError: at construction, for an invalid argument (the message
@@ -127,6 +139,8 @@ class BaseSelfAttention(keras.layers.Layer):
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
     >>> layer = SelfAttention2D(num_heads=2, return_attention_scores=True)
     >>> outputs, scores = layer(np.zeros((1, 4, 4, 16), "float32"))
     >>> tuple(outputs.shape), tuple(scores.shape)  # scores: (B, h, N, M)
@@ -238,15 +252,23 @@ class BaseSelfAttention(keras.layers.Layer):
         return shapes.channel_axis(self.data_format)
 
     def spatial_shape(self, input_shape):
-        """The spatial sizes of an input shape, e.g. `(28, 28)` of
-        `(None, 28, 28, 3)` (of `(None, 3, 28, 28)` channels first)."""
+        """The spatial sizes of an input shape.
+
+        Args:
+            input_shape: tuple, the shape of an input, e.g.
+                `(None, 28, 28, 3)` (`(None, 3, 28, 28)` channels first).
+
+        Returns:
+            A tuple of the spatial sizes, e.g. `(28, 28)` (`None` where
+            unknown).
+        """
         return shapes.spatial_shape(input_shape, self.data_format)
 
     def key_value_spatial_shape(self, spatial_shape):
         """The key/value grid for an input map of `spatial_shape`.
 
         Args:
-            spatial_shape: the spatial sizes of the input map, e.g.
+            spatial_shape: tuple, the spatial sizes of the input map, e.g.
                 `(28, 28)`; `None` for an unknown size.
 
         Returns:
@@ -259,8 +281,8 @@ class BaseSelfAttention(keras.layers.Layer):
         """What `call` feeds the attention, for diagnostics.
 
         Args:
-            inputs: a batch the layer accepts (the layer is built).
-            training: passed to the projections. Defaults to `False`.
+            inputs: tensor, a batch the layer accepts (the layer is built).
+            training: bool, passed to the projections. Defaults to `False`.
 
         Returns:
             `(query, key, value, shortcut)`, channels last, in the compute

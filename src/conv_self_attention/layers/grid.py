@@ -13,8 +13,10 @@ def key_value_grid(spatial_shape, pool_size=None):
     keep their last row/column). Unknown sizes (`None`) stay unknown.
 
     Args:
-        spatial_shape: the spatial sizes of the input map, e.g. `(28, 28)`.
-        pool_size: `None`, an int, or a tuple with one int per spatial axis.
+        spatial_shape: tuple, the spatial sizes of the input map, e.g. `(28,
+            28)`.
+        pool_size: int or tuple or None, `None`, an int, or a tuple with one int
+            per spatial axis.
 
     Returns:
         A tuple with one size (or `None`) per spatial axis.
@@ -22,6 +24,7 @@ def key_value_grid(spatial_shape, pool_size=None):
     Example:
 
     ```python
+    >>> from conv_self_attention import key_value_grid
     >>> key_value_grid((28, 27), pool_size=2)
     (14, 14)
     ```

@@ -25,9 +25,9 @@ def use_attention_kernel(implementation, chunk_size=None):
     are sized for it. `layer.last_kernel` shows what was traced.
 
     Args:
-        implementation: `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
-        chunk_size: query positions per block of the chunked kernel.
-            Defaults to `None`: blocks sized for the device
+        implementation: str, `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
+        chunk_size: int or None, query positions per block of the chunked
+            kernel. Defaults to `None`: blocks sized for the device
             (`kernels.chunked.plan_blocks`), not the layers' own value.
 
     Raises:
@@ -37,6 +37,10 @@ def use_attention_kernel(implementation, chunk_size=None):
     Example:
 
     ```python
+    >>> import keras
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
+    >>> from conv_self_attention import use_attention_kernel
     >>> inputs = keras.Input((32, 32, 16))
     >>> model = keras.Model(inputs, SelfAttention2D(name="att")(inputs))
     >>> with use_attention_kernel("chunked", chunk_size=256):

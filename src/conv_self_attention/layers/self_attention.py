@@ -15,17 +15,20 @@ _REGISTER = keras.saving.register_keras_serializable(
 class SelfAttention1D(BaseSelfAttention):
     """SAGAN self-attention over 1D feature maps `(batch, steps, channels)`.
 
-    See `BaseSelfAttention` for the computation and all arguments (every
-    argument but `rank`).
+    `BaseSelfAttention` describes the computation; this class takes all of
+    its arguments but `rank`.
 
     Args:
-        filters: output channels. Defaults to `None`: the input channels.
+        filters: int or None, output channels. Defaults to `None`: the
+            input channels.
         **kwargs: every other argument of `BaseSelfAttention` (all but
             `rank`), and the base layer arguments.
 
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention1D
     >>> layer = SelfAttention1D(num_heads=2)
     >>> layer(np.zeros((2, 10, 16))).shape
     (2, 10, 16)
@@ -40,18 +43,21 @@ class SelfAttention1D(BaseSelfAttention):
 class SelfAttention2D(BaseSelfAttention):
     """SAGAN self-attention over 2D feature maps, with 1x1 convolutions.
 
-    Inputs are `(batch, height, width, channels)` (or channels first). See
-    `BaseSelfAttention` for the computation and all arguments (every
-    argument but `rank`).
+    Inputs are `(batch, height, width, channels)` (or channels first).
+    `BaseSelfAttention` describes the computation; this class takes all of
+    its arguments but `rank`.
 
     Args:
-        filters: output channels. Defaults to `None`: the input channels.
+        filters: int or None, output channels. Defaults to `None`: the
+            input channels.
         **kwargs: every other argument of `BaseSelfAttention` (all but
             `rank`), and the base layer arguments.
 
     Example:
 
     ```python
+    >>> import keras
+    >>> from conv_self_attention import SelfAttention2D
     >>> inputs = keras.Input((28, 28, 1))
     >>> x = SelfAttention2D(filters=8)(inputs)  # as the first layer
     >>> x.shape
@@ -70,17 +76,20 @@ class SelfAttention3D(BaseSelfAttention):
     """SAGAN self-attention over 3D feature maps, with 1x1x1 convolutions.
 
     Inputs are `(batch, depth, height, width, channels)` (or channels
-    first). See `BaseSelfAttention` for the computation and all arguments
-    (every argument but `rank`).
+    first). `BaseSelfAttention` describes the computation; this class
+    takes all of its arguments but `rank`.
 
     Args:
-        filters: output channels. Defaults to `None`: the input channels.
+        filters: int or None, output channels. Defaults to `None`: the
+            input channels.
         **kwargs: every other argument of `BaseSelfAttention` (all but
             `rank`), and the base layer arguments.
 
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention3D
     >>> layer = SelfAttention3D(filters=16, pool_size=2)
     >>> layer(np.zeros((1, 4, 6, 6, 8))).shape
     (1, 4, 6, 6, 16)
@@ -100,9 +109,10 @@ class SelfAttention_Conv2D(SelfAttention2D):  # noqa: N801 (the seed's name)
     `num_heads=`.
 
     Args:
-        filters: output channels. Defaults to `None`: the input channels.
-        gamma: initial value of the learnable scalar `gamma`. Defaults to
-            `0.01`, the original layer's default.
+        filters: int or None, output channels. Defaults to `None`: the
+            input channels.
+        gamma: float, initial value of the learnable scalar `gamma`.
+            Defaults to `0.01`, the original layer's default.
         **kwargs: every other argument of `SelfAttention2D`, and the
             deprecated `num_head` (a synonym of `num_heads`, with a
             `DeprecationWarning`).
@@ -113,6 +123,7 @@ class SelfAttention_Conv2D(SelfAttention2D):  # noqa: N801 (the seed's name)
     Example:
 
     ```python
+    >>> from conv_self_attention import SelfAttention_Conv2D
     >>> layer = SelfAttention_Conv2D(filters=8)  # as in the original code
     >>> layer.initial_gamma
     0.01

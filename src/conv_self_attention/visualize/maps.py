@@ -26,9 +26,9 @@ def query_index(position, spatial_shape):
     """Returns the row-major index of a query position.
 
     Args:
-        position: one int per spatial axis, e.g. `(row, col)`.
-        spatial_shape: the spatial shape of the layer's input, e.g.
-            `(16, 16)`.
+        position: tuple of ints, one int per spatial axis, e.g. `(row, col)`.
+        spatial_shape: tuple of ints, the spatial shape of the layer's input,
+            e.g. `(16, 16)`.
 
     Returns:
         The index `n` of that position along the `N` axis of the scores.
@@ -36,6 +36,7 @@ def query_index(position, spatial_shape):
     Example:
 
     ```python
+    >>> from conv_self_attention.visualize import query_index
     >>> query_index((1, 2), (3, 4))
     6
     ```
@@ -59,9 +60,17 @@ def query_position(index, spatial_shape):
 
     The inverse of `query_index`.
 
+    Args:
+        index: int, the row-major index of a query.
+        spatial_shape: tuple of ints, the spatial sizes of the map.
+
+    Returns:
+        A tuple of ints, one per spatial axis.
+
     Example:
 
     ```python
+    >>> from conv_self_attention.visualize import query_position
     >>> query_position(6, (3, 4))
     (1, 2)
     ```
@@ -82,14 +91,17 @@ def attention_maps(
     """Reshapes attention scores into spatial maps over the key/value grid.
 
     Args:
-        scores: `(batch, num_heads, N, M)` scores, as returned by a layer
+        scores: array, `(batch, num_heads, N, M)` scores, as returned by a layer
             built with `return_attention_scores=True` (tensor or array).
-        spatial_shape: spatial shape of the layer's input, e.g. `(16, 16)`.
-            May be omitted when `layer` was called on a symbolic input.
-        pool_size: the layer's `pool_size`. Taken from `layer` if given.
-        layer: optional self-attention layer that produced `scores`.
-        query: optional query position (e.g. `(row, col)`) or row-major
-            index: return only the maps of that query.
+        spatial_shape: tuple or None, spatial shape of the layer's input, e.g.
+            `(16, 16)`. May be omitted when `layer` was called on a symbolic
+            input.
+        pool_size: int or tuple or None, the layer's `pool_size`. Taken from
+            `layer` if given.
+        layer: BaseSelfAttention or None, optional self-attention layer that
+            produced `scores`.
+        query: tuple or int or None, optional query position (e.g. `(row, col)`)
+            or row-major index: return only the maps of that query.
 
     Returns:
         A NumPy array of shape `(batch, num_heads, *spatial, *kv_grid)`, or
@@ -99,6 +111,8 @@ def attention_maps(
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import attention_maps
     >>> scores = np.full((1, 2, 16, 4), 0.25)  # 4x4 input, pool_size=2
     >>> attention_maps(scores, (4, 4), pool_size=2, query=(0, 3)).shape
     (1, 2, 2, 2)
@@ -133,9 +147,10 @@ def upsample_attention_map(attention_map, spatial_shape, pool_size=None):
     offset (an odd padding puts its extra row/column at the end).
 
     Args:
-        attention_map: array `(..., *kv_grid)`.
-        spatial_shape: spatial shape of the layer's input.
-        pool_size: the layer's `pool_size` (`None`: returned unchanged).
+        attention_map: array, array `(..., *kv_grid)`.
+        spatial_shape: tuple of ints, spatial shape of the layer's input.
+        pool_size: int or tuple or None, the layer's `pool_size` (`None`:
+            returned unchanged).
 
     Returns:
         A NumPy array `(..., *spatial_shape)`.
@@ -175,8 +190,10 @@ def attention_scores_model(model, layer):
     again after further training.
 
     Args:
-        model: a functional or sequential `keras.Model` containing `layer`.
-        layer: a self-attention layer of `model`, called once.
+        model: keras.Model, a functional or sequential `keras.Model` containing
+            `layer`.
+        layer: BaseSelfAttention, a self-attention layer of `model`, called
+            once.
 
     Returns:
         A `keras.Model` mapping `model.inputs` to scores of shape
@@ -185,8 +202,21 @@ def attention_scores_model(model, layer):
     Example:
 
     ```python
-    scores = attention_scores_model(model, model.layers[1]).predict(x)
-    maps = attention_maps(scores, layer=model.layers[1], query=(4, 4))
+    >>> import keras
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
+    >>> from conv_self_attention import attention_maps
+    >>> from conv_self_attention import attention_scores_model
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> hidden = keras.layers.Conv2D(16, 3, padding="same")(inputs)
+    >>> layer = SelfAttention2D(num_heads=2, pool_size=2)
+    >>> model = keras.Model(inputs, layer(hidden))
+    >>> x = np.random.default_rng(0).random((4, 8, 8, 3))
+    >>> scores = attention_scores_model(model, layer).predict(x, verbose=0)
+    >>> scores.shape  # (batch, num_heads, N, M)
+    (4, 2, 64, 16)
+    >>> attention_maps(scores, layer=layer, query=(4, 4)).shape
+    (4, 2, 4, 4)
     ```
     """
     if not isinstance(layer, BaseSelfAttention):

@@ -19,6 +19,20 @@ from conv_self_attention.visualize.maps import attention_maps
 from conv_self_attention.visualize.maps import upsample_attention_map
 
 
+def _pyplot():
+    """`matplotlib.pyplot`, or an error that names the extra to install."""
+    try:
+        import matplotlib.pyplot
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            "Plotting needs matplotlib, from the package's `viz` extra: "
+            'install it with your backend\'s extra, e.g. `pip install '
+            '".[jax,viz]"` in the project\'s folder.',
+            name=error.name,
+        ) from error
+    return matplotlib.pyplot
+
+
 def plot_attention_maps(
     image,
     scores,
@@ -42,18 +56,21 @@ def plot_attention_maps(
     markers are stretched onto the image.
 
     Args:
-        image: `(height, width)`, `(height, width, 1)` or
+        image: array, `(height, width)`, `(height, width, 1)` or
             `(height, width, 3)` array: the picture to draw on.
-        scores: `(batch, num_heads, N, M)` scores of a 2D layer.
-        queries: list of `(row, col)` positions on the layer's input map.
-        spatial_shape: `(rows, cols)` of the layer's input map. May be
-            omitted when `layer` was called on a symbolic input.
-        pool_size: the layer's `pool_size`. Taken from `layer` if given.
-        layer: optional self-attention layer that produced `scores`.
-        sample: which item of the batch to draw. Defaults to `0`.
-        title: figure title. Defaults to a description of the maps.
-        cmap: matplotlib colormap of the maps. Defaults to `"magma"`.
-        alpha: opacity of the maps over the image. Defaults to `0.65`.
+        scores: array, `(batch, num_heads, N, M)` scores of a 2D layer.
+        queries: list of tuples, list of `(row, col)` positions on the layer's
+            input map.
+        spatial_shape: tuple or None, `(rows, cols)` of the layer's input map.
+            May be omitted when `layer` was called on a symbolic input.
+        pool_size: int or tuple or None, the layer's `pool_size`. Taken from
+            `layer` if given.
+        layer: BaseSelfAttention or None, optional self-attention layer that
+            produced `scores`.
+        sample: int, which item of the batch to draw. Defaults to `0`.
+        title: str or None, figure title. Defaults to a description of the maps.
+        cmap: str, matplotlib colormap of the maps. Defaults to `"magma"`.
+        alpha: float, opacity of the maps over the image. Defaults to `0.65`.
 
     Returns:
         A `matplotlib.figure.Figure`.
@@ -61,16 +78,19 @@ def plot_attention_maps(
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
+    >>> from conv_self_attention import plot_attention_maps
     >>> layer = SelfAttention2D(num_heads=2, return_attention_scores=True)
     >>> image = np.random.default_rng(0).random((8, 8, 3)).astype("float32")
     >>> _, scores = layer(image[None])  # (1, 2, 64, 64)
     >>> figure = plot_attention_maps(
     ...     image, scores, queries=[(2, 2), (5, 6)], spatial_shape=(8, 8)
     ... )
-    >>> figure.savefig("attention.png")  # doctest: +SKIP
+    >>> figure.savefig("attention.png")
     ```
     """
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     spatial_shape, pool_size = _resolve_grid(spatial_shape, pool_size, layer)
     if len(spatial_shape) != 2:
@@ -167,11 +187,13 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     measurements) are left out.
 
     Args:
-        history: the `AttentionMonitor`, the `History` returned by `fit`,
-            or a `History`'s `.history` dict (epochs counted from 1).
-        prefix: the prefix of the keys `AttentionMonitor` writes. Defaults
+        history: AttentionMonitor or History or dict, the `AttentionMonitor`,
+            the `History` returned by `fit`, or a `History`'s `.history` dict
+            (epochs counted from 1).
+        prefix: str, the prefix of the keys `AttentionMonitor` writes. Defaults
             to `"attention/"`.
-        title: figure title. Defaults to a description of the figure.
+        title: str or None, figure title. Defaults to a description of the
+            figure.
 
     Returns:
         A `matplotlib.figure.Figure`.
@@ -182,6 +204,7 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     Example:
 
     ```python
+    >>> from conv_self_attention import plot_attention_statistics
     >>> logs = {  # what AttentionMonitor logs for a layer named "attention"
     ...     "attention/attention/entropy": [0.95, 0.90, 0.84],
     ...     "attention/attention/gamma": [0.0, 0.05, 0.12],
@@ -191,7 +214,7 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     2
     ```
     """
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     series, epochs = _series_and_epochs(history)
     lines = _statistic_lines(series, prefix)
@@ -274,12 +297,13 @@ def plot_attention_distance(layer, inputs, *, bins=20, sample_size=None,
     one means attention stays local; right of it, it reaches far.
 
     Args:
-        layer: a built self-attention layer.
-        inputs: a batch that reaches `layer` (its own inputs).
-        bins: number of distance bins. Defaults to `20`.
-        sample_size: as in `attention_statistics`. Defaults to `None`.
-        seed: seed of the query sample. Defaults to `0`.
-        title: figure title. Defaults to the layer's name.
+        layer: BaseSelfAttention, a built self-attention layer.
+        inputs: array, a batch that reaches `layer` (its own inputs).
+        bins: int, number of distance bins. Defaults to `20`.
+        sample_size: int or None, as in `attention_statistics`. Defaults to
+            `None`.
+        seed: int, seed of the query sample. Defaults to `0`.
+        title: str or None, figure title. Defaults to the layer's name.
 
     Returns:
         A `matplotlib.figure.Figure`.
@@ -287,6 +311,9 @@ def plot_attention_distance(layer, inputs, *, bins=20, sample_size=None,
     Example:
 
     ```python
+    >>> import numpy as np
+    >>> from conv_self_attention import SelfAttention2D
+    >>> from conv_self_attention import plot_attention_distance
     >>> layer = SelfAttention2D(pool_size=2)
     >>> inputs = np.random.default_rng(0).normal(size=(1, 6, 6, 8))
     >>> _ = layer(inputs.astype("float32"))  # builds the layer
@@ -295,7 +322,7 @@ def plot_attention_distance(layer, inputs, *, bins=20, sample_size=None,
     'query-key distance (input cells)'
     ```
     """
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     bins = positive_int("bins", bins)
     distances, weights = attention_distances(
