@@ -53,16 +53,16 @@ demo: venv
 	$(BIN)/python -m conv_self_attention.demo $(DEMO_ARGS)
 
 bench: venv
-	$(BIN)/python benchmarks/attention.py --backend tensorflow --sizes 16 32 64 128
-	$(BIN)/python benchmarks/attention.py --backend jax --sizes 16 32 64 128
-	$(BIN)/python benchmarks/attention.py --backend torch --sizes 16 32 64 128
+	$(BIN)/python benchmarks/cpu/attention.py --backend tensorflow --sizes 16 32 64 128
+	$(BIN)/python benchmarks/cpu/attention.py --backend jax --sizes 16 32 64 128
+	$(BIN)/python benchmarks/cpu/attention.py --backend torch --sizes 16 32 64 128
 
 # On a CUDA machine with torch and JAX (not .venv: its JAX is the CPU
 # build): a preflight, the checked benchmark's headline cases, then the GPU
 # and device tests, in one call, with the payload .gpu/ that
-# benchmarks/prepare_gpu_payload.sh makes (docs/development.md).
+# benchmarks/gpu/prepare_gpu_payload.sh makes (docs/development.md).
 bench-gpu:
-	PYTHON=$(PYTHON) benchmarks/run_gpu.sh
+	PYTHON=$(PYTHON) benchmarks/gpu/run_gpu.sh
 
 # The site's tools come with the `docs` extra (which `dev` includes); say so
 # instead of failing on a missing module.
@@ -114,7 +114,7 @@ docs-figures: venv
 
 # Plots of benchmarks/results/*.json for the Benchmarks page.
 bench-plots: venv
-	$(BIN)/python benchmarks/plots.py
+	$(BIN)/python benchmarks/cpu/plots.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache site .cache

@@ -1,7 +1,7 @@
-"""The GPU benchmark (`benchmarks/gpu*.py`): its pure parts, its CPU smoke
+"""The GPU benchmark (`benchmarks/gpu/gpu*.py`): its pure parts, its CPU smoke
 mode run once per installed backend in subprocesses (every case checked
 without a FAIL). The checker itself: `test_benchmarks_gpu_check.py`;
-`benchmarks/run_gpu.sh`: `test_run_gpu.py`."""
+`benchmarks/gpu/run_gpu.sh`: `test_run_gpu.py`."""
 
 import importlib.util
 import json
@@ -13,8 +13,8 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+BENCHMARKS = ROOT / "benchmarks" / "gpu"
+sys.path[:0] = [str(BENCHMARKS), str(ROOT / "benchmarks" / "common")]
 
 import gpu_cases  # noqa: E402
 import gpu_device  # noqa: E402

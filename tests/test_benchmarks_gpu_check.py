@@ -1,4 +1,4 @@
-"""The GPU benchmark's checker (`benchmarks/gpu_check.py`): a wrong kernel
+"""The GPU benchmark's checker (`benchmarks/gpu/gpu_check.py`): a wrong kernel
 or a wrong output prints FAIL, the right ones do not; the float32
 reference, the expected kernel and the tolerances."""
 
@@ -12,8 +12,8 @@ from reference import reference_self_attention
 
 from tests.conftest import BACKEND
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]
-                       / "benchmarks"))
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path[:0] = [str(BENCHMARKS / "gpu"), str(BENCHMARKS / "common")]
 
 import gpu_cases  # noqa: E402
 import gpu_check  # noqa: E402

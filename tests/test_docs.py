@@ -84,9 +84,9 @@ SHELL_EXEMPT = {
         "needs two hosts; tests/test_multiprocess.py runs two processes on "
         "one host"
     ),
-    ("development.md", "python benchmarks/gpu.py"): "needs a CUDA GPU; "
+    ("development.md", "python benchmarks/gpu/gpu.py"): "needs a CUDA GPU; "
     "tests/test_benchmarks_gpu.py runs its CPU smoke mode",
-    ("development.md", "benchmarks/prepare_gpu_payload.sh"): "prepares and "
+    ("development.md", "benchmarks/gpu/prepare_gpu_payload.sh"): "prepares and "
     "runs the GPU run on another machine; tests/test_run_gpu.py runs "
     "run_gpu.sh --smoke",
     ("development.md", "make docs"): "make targets: CI runs `make docs`; "

@@ -2,7 +2,7 @@
 
 The `cpu` variant of every test runs everywhere (in CI, where it can fail
 like any other test); the `gpu` variant runs where the backend has a CUDA
-GPU (`benchmarks/run_gpu.sh` runs this file there for torch and JAX) and
+GPU (`benchmarks/gpu/run_gpu.sh` runs this file there for torch and JAX) and
 is skipped, saying so, elsewhere (it fails where `nvidia-smi` lists a GPU
 that a CUDA build of the backend does not find: `gpu_host.py`). What a
 test expects follows the device it runs on: e.g. `auto` runs the

@@ -1,4 +1,4 @@
-"""`benchmarks/run_gpu.sh`, the one call on a GPU machine: its dry run on
+"""`benchmarks/gpu/run_gpu.sh`, the one call on a GPU machine: its dry run on
 this machine (`--smoke`: the same steps in the same order, preflight
 included), the one-line stops of its preflight, a step ended at its limit
 (SIGINT: JUnit kept), and the pure parts of the preflight and the
@@ -18,9 +18,9 @@ from importlib import metadata
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "benchmarks"
+BENCHMARKS = ROOT / "benchmarks" / "gpu"
 RUN_GPU = BENCHMARKS / "run_gpu.sh"
-sys.path.insert(0, str(BENCHMARKS))
+sys.path[:0] = [str(BENCHMARKS), str(ROOT / "benchmarks" / "common")]
 
 import gpu  # noqa: E402
 import gpu_payload  # noqa: E402
@@ -113,7 +113,7 @@ def test_missing_payload_stops_the_run_in_one_line(tmp_path):
     assert done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert line.startswith("run_gpu.sh: no payload in ")
-    assert "benchmarks/prepare_gpu_payload.sh" in line
+    assert "benchmarks/gpu/prepare_gpu_payload.sh" in line
     assert not output.exists()
 
 

@@ -24,7 +24,7 @@ The rule, in order:
 
 CPU, attention core (batch 4, one head, q/k of 8 and v of 32 channels,
 fwd+bwd, best of 5-7 runs, each ratio measured in one process on a shared
-2-core CPU, `benchmarks/kernel_thresholds.py`):
+2-core CPU, `benchmarks/cpu/kernel_thresholds.py`):
 
 | map (N = M)  | TF chunked/dense | JAX chunked/dense |
 |--------------|------------------|-------------------|

@@ -21,7 +21,7 @@ from conv_self_attention.checks import is_int
 # Logit elements per block, over the whole batch and all heads, that the
 # default chunk size aims at, per device platform.
 # CPU: 2**21 float32 (8 MiB). Measured on 2 CPU cores (batch 4, 64x64 and
-# 128x128 maps, fwd+bwd; `benchmarks/kernel_thresholds.py`), blocks whose
+# 128x128 maps, fwd+bwd; `benchmarks/cpu/kernel_thresholds.py`), blocks whose
 # logits stay near the cache size run 2-3x faster than blocks of
 # 2**23-2**24 elements, and much smaller blocks lose to per-block overhead.
 # GPU (and other accelerators, unmeasured): 2**27 (512 MiB). Measured on

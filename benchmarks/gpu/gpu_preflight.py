@@ -1,7 +1,7 @@
-"""The first step of `benchmarks/run_gpu.sh`: what the machine has, and
+"""The first step of `benchmarks/gpu/run_gpu.sh`: what the machine has, and
 whether the run can go on.
 
-    python benchmarks/gpu_preflight.py --backends torch jax --run-file F
+    python benchmarks/gpu/gpu_preflight.py --backends torch jax --run-file F
         [--smoke] [--payload .gpu]
 
 It prints Python's version and the payload it uses, pytest's and
@@ -24,7 +24,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout: two folders above this one.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 PROBE_SECONDS = 90
 
 

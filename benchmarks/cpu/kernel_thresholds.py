@@ -8,8 +8,8 @@ turns: each round times every case once, so a burst of load from other
 processes hits them alike. `conv_self_attention.kernels.auto` cites the
 results.
 
-    python benchmarks/kernel_thresholds.py --backend jax --sides 16 32 48 64
-    python benchmarks/kernel_thresholds.py --backend torch --sides 128 \
+    python benchmarks/cpu/kernel_thresholds.py --backend jax --sides 16 32 48 64
+    python benchmarks/cpu/kernel_thresholds.py --backend torch --sides 128 \
         --implementations fused chunked --repeats 7
 """
 
@@ -37,19 +37,20 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     os.environ["KERAS_BACKEND"] = args.backend
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import _harness
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:0] = [here, os.path.join(os.path.dirname(here), "common")]
+    import harness
 
     cases = [(name, None) for name in args.implementations]
     cases += [("chunked", size) for size in args.chunk_sizes]
     print(f"backend={args.backend} mode={args.mode} batch={args.batch}")
     for side in args.sides:
         length = side * side
-        inputs = _harness.core_inputs(args.batch, length, length, 1, 8, 32)
+        inputs = harness.core_inputs(args.batch, length, length, 1, 8, 32)
         steps = {}
         for name, chunk_size in cases:
-            layer = _harness.KernelCore(name, chunk_size=chunk_size)
-            steps[(name, chunk_size)] = _harness.make_step(
+            layer = harness.KernelCore(name, chunk_size=chunk_size)
+            steps[(name, chunk_size)] = harness.make_step(
                 layer, inputs, args.mode
             )
         times = _alternating_times(steps, args.repeats)

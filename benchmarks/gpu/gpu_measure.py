@@ -125,9 +125,9 @@ def is_oom(error):
 
 def measure(backend, layer, inputs, spec):
     """Times one case's fwd+bwd step and measures its working memory."""
-    import _harness
+    import harness
     import numpy as np
-    import report
+    import units
 
     batch, size, _, channels = inputs.shape
     started = time.perf_counter()
@@ -140,7 +140,7 @@ def measure(backend, layer, inputs, spec):
     count = timed_steps(spec, estimate)
     times = [gpu_device.seconds(step) for _ in range(count)]
     median = float(np.median(times))
-    flops = report.attention_flops(size, batch, channels, backward=True)
+    flops = units.attention_flops(size, batch, channels, backward=True)
     return {
         "median_ms": median * 1e3,
         "min_ms": min(times) * 1e3,
@@ -149,7 +149,7 @@ def measure(backend, layer, inputs, spec):
         "warmup_seconds": warmup,
         "working_bytes": memory,
         "tflops": flops / median / 1e12,
-        "peak_rss_bytes": _harness.peak_rss_bytes(),
+        "peak_rss_bytes": harness.peak_rss_bytes(),
     }
 
 
@@ -167,10 +167,10 @@ def timed_steps(spec, estimate):
 
 
 def _torch_runner(layer, inputs):
-    import _harness
+    import harness
     import torch
 
-    run = _harness.make_step(layer, inputs, "fwd+bwd")
+    run = harness.make_step(layer, inputs, "fwd+bwd")
     cuda = torch.cuda.is_available()
 
     def step():
@@ -192,12 +192,12 @@ def _torch_runner(layer, inputs):
 
 
 def _jax_runner(layer, inputs):
-    import _harness
+    import harness
     import jax
 
     # On the device once: a NumPy input would be copied there every step.
     inputs = [jax.device_put(x) for x in inputs]
-    jitted, arguments = _harness.jax_step_parts(layer, inputs, True)
+    jitted, arguments = harness.jax_step_parts(layer, inputs, True)
     compiled = jitted.lower(*arguments).compile()
     stats = compiled.memory_analysis()
     memory = None
@@ -217,11 +217,11 @@ def _jax_runner(layer, inputs):
 
 
 def _tensorflow_runner(layer, inputs):
-    import _harness
+    import harness
     import tensorflow as tf
 
     # Fetches the gradients to the host, which waits for the device.
-    step = _harness.make_step(layer, inputs, "fwd+bwd")
+    step = harness.make_step(layer, inputs, "fwd+bwd")
     gpu = bool(tf.config.list_physical_devices("GPU"))
 
     def working_memory():

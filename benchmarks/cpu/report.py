@@ -1,22 +1,25 @@
-"""Markdown tables for `benchmarks/attention.py` results."""
+"""Markdown tables of `cpu/attention.py` results, and `summary.md`.
 
+    python benchmarks/cpu/report.py    # rewrites them from the JSON
+"""
+
+import argparse
+import json
 import os
+import sys
 
-GIB = 2**30
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS_DIR = os.path.join(os.path.dirname(HERE), "results")
+BACKENDS = ("tensorflow", "jax", "torch")
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "common"))
+
+import targets  # noqa: E402
+from units import GIB  # noqa: E402
+from units import attention_flops  # noqa: E402
+from units import ratio  # noqa: E402
+
 ORDER = ("auto", "dense", "naive", "mha")
-
-
-def attention_flops(size, batch, channels, backward):
-    """FLOPs of the layer at the minimum (no recomputation): the two
-    attention matmuls and the four 1x1 projections; the backward pass
-    costs two more of each."""
-    positions = size * size
-    key_width, value_width = channels // 8, channels // 2
-    attention = 2 * batch * positions**2 * (key_width + value_width)
-    projections = 2 * batch * positions * channels * 2 * (
-        key_width + value_width
-    )
-    return (attention + projections) * (3 if backward else 1)
 
 
 def _index(records):
@@ -37,13 +40,6 @@ def _peak(record):
 
 def _cell(value, fmt):
     return "—" if value is None else fmt.format(value)
-
-
-def ratio(value, base):
-    """`value / base`, or None when either is missing."""
-    if value is None or not base:
-        return None
-    return value / base
 
 
 def _status(record):
@@ -104,45 +100,50 @@ HEADER = [
 ]
 
 
-def target_lines(result, time_targets):
-    """PASS/FAIL/NOT MEASURED for each target of issue 4."""
+def target_lines(result):
+    """PASS/FAIL/NOT MEASURED for each CPU target (`targets.py`)."""
     backend = result["backend"]
     records = _index(result["records"])
+
     def get(size, batch, case):
         return records.get((size, batch, case, "fwd+bwd"))
 
-    lines = []
-
-    def check(name, value, limit, fmt):
+    def line(name, value, target):
+        verdict = targets.verdict(value, target)
         if value is None:
-            lines.append(f"- {name}: NOT MEASURED")
-        else:
-            verdict = "PASS" if value <= limit else "FAIL"
-            lines.append(f"- {name}: {verdict} ({fmt.format(value)}; "
-                         f"target <= {fmt.format(limit)})")
+            return f"- {name}: {verdict}"
+        # Three decimals: a ratio of 1.0005 against 1.0 reads as a FAIL.
+        measured = targets.unit_text(round(value, 3), target.unit)
+        limit = targets.unit_text(target.limit, target.unit)
+        return f"- {name}: {verdict} ({measured}; target <= {limit})"
 
-    auto_128 = get(128, 4, "auto")
-    check("128x128 b4 auto fwd+bwd peak RSS GiB",
-          _peak(auto_128) and _peak(auto_128) / GIB, 2.0, "{:.2f}")
-    check("128x128 b4 auto/naive fwd+bwd time",
-          ratio(_seconds(auto_128), _seconds(get(128, 4, "naive"))),
-          time_targets[backend], "{:.2f}")
-    auto_256 = get(256, 1, "auto")
-    check("256x256 b1 auto fwd+bwd peak RSS GiB",
-          _peak(auto_256) and _peak(auto_256) / GIB, 4.0, "{:.2f}")
-    if backend in ("tensorflow", "jax"):
-        for size in (16, 32):
-            check(f"{size}x{size} b4 auto/naive fwd+bwd time",
-                  ratio(_seconds(get(size, 4, "auto")),
-                         _seconds(get(size, 4, "naive"))), 1.1, "{:.2f}")
+    lines = []
+    for (size, batch), target in targets.CPU_MEMORY.items():
+        auto = get(size, batch, "auto")
+        lines.append(line(f"{size}x{size} b{batch} auto fwd+bwd peak RSS",
+                          _peak(auto) and _peak(auto) / GIB, target))
+    if backend in targets.CPU_TIME_LARGE:
+        lines.append(line(
+            "128x128 b4 auto/naive fwd+bwd time",
+            ratio(_seconds(get(128, 4, "auto")),
+                  _seconds(get(128, 4, "naive"))),
+            targets.CPU_TIME_LARGE[backend]))
+    if backend in targets.CPU_SMALL_BACKENDS:
+        for size in targets.CPU_SMALL_SIZES:
+            lines.append(line(
+                f"{size}x{size} b4 auto/naive fwd+bwd time",
+                ratio(_seconds(get(size, 4, "auto")),
+                      _seconds(get(size, 4, "naive"))),
+                targets.CPU_TIME_SMALL))
     return lines
 
 
-def markdown(result, time_targets):
+def markdown(result):
     machine = result["machine"]
     rate = (result.get("matmul_roof") or {}).get("flops_per_second")
     lines = [
-        f"### {result['backend']} ({result['started_utc']})",
+        f"### {result['backend']} ({result['started_utc']}, release "
+        f"{result.get('release', 'not recorded')})",
         "",
         f"{machine['cpus']} CPUs, {machine['memory_gib']} GiB, "
         f"{machine['processor']}, Python {machine['python']}, "
@@ -159,17 +160,43 @@ def markdown(result, time_targets):
         "|" + "---|" * len(HEADER),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
-    lines += ["", "Targets:", ""] + target_lines(result, time_targets) + [""]
+    lines += ["", "Targets (`benchmarks/common/targets.py` gives each "
+              "reason):", ""] + target_lines(result) + [""]
     return "\n".join(lines)
 
 
-def write_summary(output_dir, backends):
-    """`summary.md`: the latest table of every backend, for the README."""
-    parts = ["## Benchmark results", ""]
+def write_reports(output_dir, backends):
+    """Rewrites each `attention_<backend>.md` and `summary.md` from the
+    committed `attention_<backend>.json` files, so the Markdown never
+    differs from the JSON. Returns the summary's text."""
+    parts = ["## CPU benchmark results", "",
+             "Generated by `python benchmarks/cpu/report.py` from "
+             "`attention_<backend>.json`; each table names its machine, "
+             "date and release.", ""]
     for backend in backends:
-        path = os.path.join(output_dir, f"attention_{backend}.md")
-        if os.path.exists(path):
-            with open(path) as file:
-                parts.append(file.read())
+        path = os.path.join(output_dir, f"attention_{backend}.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as file:
+            text = markdown(json.load(file))
+        with open(path[:-len(".json")] + ".md", "w") as file:
+            file.write(text)
+        parts.append(text)
+    parts += ["### The targets and why", ""] + targets.reason_lines() + [""]
+    summary = "\n".join(parts)
     with open(os.path.join(output_dir, "summary.md"), "w") as file:
-        file.write("\n".join(parts))
+        file.write(summary)
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    write_reports(args.results, BACKENDS)
+    print(os.path.join(args.results, "summary.md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,23 +1,24 @@
 """Console lines, Markdown tables, target and check verdicts for
-`benchmarks/gpu.py` results."""
+`benchmarks/gpu/gpu.py` results."""
 
 import json
 import math
 
 import gpu_check
-from report import ratio
+from targets import GPU_FLOAT32_MEMORY
+from targets import GPU_MIXED_MEMORY
+from targets import GPU_MIXED_TIME
+from targets import GPU_TIME
+from units import ratio
 
 GIB = 2**30
 CASES = ("naive", "auto", "dense", "chunked", "fused")
 MIXED_POLICIES = ("mixed_bfloat16", "mixed_float16")
-# Issue 9's targets. auto/naive fwd+bwd time in float32 (where the naive
-# block fits) and on small maps in every policy, per backend:
-TIME_LIMITS = {"jax": 1.1, "torch": 1.2}
-# Under mixed precision at the large maps: time ratio and working memory.
-MIXED_TIME_LIMIT = 0.45
-MIXED_MEMORY_GIB = 0.3
-# float32 at the largest map (256x256 batch 2).
-FLOAT32_MEMORY_GIB = 2.0
+# The limits, each with its reason, are in common/targets.py.
+TIME_LIMITS = {backend: target.limit for backend, target in GPU_TIME.items()}
+MIXED_TIME_LIMIT = GPU_MIXED_TIME.limit
+MIXED_MEMORY_GIB = GPU_MIXED_MEMORY.limit
+FLOAT32_MEMORY_GIB = GPU_FLOAT32_MEMORY.limit
 MEMORY_METHODS = {
     "torch": "peak allocated during one step minus allocated before",
     "jax": "compiled step's temp + output bytes (XLA memory analysis)",
@@ -143,8 +144,9 @@ def _memory_target(table, shape, policy, limit):
 
 
 def targets(result):
-    """Issue 9's targets for one backend's result, as dicts with `name`,
-    `verdict` (PASS, FAIL, NOT MEASURED, N/A ...), `value` and `limit`.
+    """The GPU targets (`common/targets.py`) of one backend's result, as
+    dicts with `name`, `verdict` (PASS, FAIL, NOT MEASURED, N/A ...),
+    `value` and `limit`.
     The first shape of the run is the small-map target, the last two the
     large maps (so a smoke run checks the same code on its tiny maps)."""
     backend = result["backend"]
@@ -265,7 +267,8 @@ def markdown(result):
               "reference of the same case, relative to the attention term):",
               ""]
     lines += check_lines(result)
-    lines += ["", "Targets (issue 9):", ""]
+    lines += ["", "Targets (`benchmarks/common/targets.py` gives each "
+              "reason):", ""]
     lines += [target_line(target) for target in found]
     problems = problem_lines(result)
     if problems:

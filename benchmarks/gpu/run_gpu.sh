@@ -3,25 +3,25 @@
 # bounded, within --seconds (default 330: 6 minutes of command time with
 # room to spare), every result in one folder:
 #
-#   1. preflight (benchmarks/gpu_preflight.py): Python, pytest, hypothesis,
+#   1. preflight (benchmarks/gpu/gpu_preflight.py): Python, pytest, hypothesis,
 #      each backend's versions with CUDA and cuDNN, the device it sees and
 #      the Keras it imports. Stops the run in one line (exit status 2) when
 #      pytest, hypothesis or Keras does not import or no backend sees a
 #      GPU; a backend without a GPU is "not run: no GPU", the other goes on;
-#   2. the checked benchmark's headline cases (benchmarks/gpu.py): naive
+#   2. the checked benchmark's headline cases (benchmarks/gpu/gpu.py): naive
 #      block and `auto`, float32 and mixed_bfloat16, 128x128 batch 8 and
 #      256x256 batch 2, one backend after the other;
 #   3. the GPU tests (tests/test_gpu.py), the backends side by side;
 #   4. the device tests (test_dispatch, test_kernels, test_mixed_precision),
 #      side by side, with the time left.
 #
-#   benchmarks/run_gpu.sh [--smoke] [--output-dir DIR] [--seconds N]
+#   benchmarks/gpu/run_gpu.sh [--smoke] [--output-dir DIR] [--seconds N]
 #       [--backends "torch jax"] [--payload DIR] [--pack]
 #       [-- gpu.py options ...]
 #
 # --smoke: the same steps on a CPU (no GPU check; the benchmark's tiny
 #   maps), with this environment's packages where there is no payload.
-# --payload: the folder benchmarks/prepare_gpu_payload.sh made (default
+# --payload: the folder benchmarks/gpu/prepare_gpu_payload.sh made (default
 #   .gpu): its packages come first on PYTHONPATH, so its pinned Keras,
 #   pytest and hypothesis are used even where the machine has others.
 #   Without --smoke a missing payload stops the run in one line.
@@ -37,11 +37,11 @@
 # nvidia-smi.csv, benchmark_<backend>.log with gpu_<device>_<backend>.json
 # and .md and gpu_<device>.md, gpu_tests_<backend> and
 # device_tests_<backend> .log and .xml (JUnit), and summary.txt: one line
-# per step (benchmarks/gpu_summary.py) saying whether it ran, its exit
+# per step (benchmarks/gpu/gpu_summary.py) saying whether it ran, its exit
 # status and seconds, whether it timed out, and the passed, failed and
 # skipped counts. The exit status is 0 only when every step ran and passed.
 set -uo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root" || exit 1
 
 output="${OUT:-$root/benchmarks/results}"
@@ -81,7 +81,7 @@ elif [ "$smoke" = 1 ]; then
   paths=""
 else
   echo "run_gpu.sh: no payload in $payload: make it with" \
-    "benchmarks/prepare_gpu_payload.sh and carry it with the checkout" >&2
+    "benchmarks/gpu/prepare_gpu_payload.sh and carry it with the checkout" >&2
   exit 2
 fi
 export PYTHONPATH="$paths$root/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -121,8 +121,8 @@ left() { echo $((limit - (SECONDS - started))); }
 slack=25
 note() { echo "$1" | tee -a "$summary"; }
 
-bounded() {  # bounded NAME ...: benchmarks/gpu_step.sh, line to $lines
-  PYTHON="$python" benchmarks/gpu_step.sh "$@" >"$lines/$1"
+bounded() {  # bounded NAME ...: benchmarks/gpu/gpu_step.sh, line to $lines
+  PYTHON="$python" benchmarks/gpu/gpu_step.sh "$@" >"$lines/$1"
 }
 
 # 1. Preflight.
@@ -135,7 +135,7 @@ smoke_flag=()
 [ "$smoke" = 1 ] && smoke_flag=(--smoke)
 begin=$SECONDS
 read -r -a asked <<<"$backends"
-timeout -s INT --kill-after=10 100 "$python" benchmarks/gpu_preflight.py \
+timeout -s INT --kill-after=10 100 "$python" benchmarks/gpu/gpu_preflight.py \
   --backends "${asked[@]}" --payload "$payload" "${smoke_flag[@]}" \
   --run-file "$output/backends.txt" 2>"$lines/abort" \
   | tee "$output/preflight.log"
@@ -169,7 +169,7 @@ for backend in "${names[@]}"; do
   fi
   bounded "benchmark $backend" "$seconds" "$output/benchmark_$backend.log" \
     benchmark "$output/gpu_*_$backend.json" \
-    "$python" benchmarks/gpu.py "${smoke_flag[@]}" --backends "$backend" \
+    "$python" benchmarks/gpu/gpu.py "${smoke_flag[@]}" --backends "$backend" \
     "${headline[@]}" --implementations naive auto \
     --policies float32 mixed_bfloat16 --budget "$budget" --grace 20 \
     --steps 5 --max-case-seconds 3 --output-dir "$output" "$@"
