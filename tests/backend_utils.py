@@ -1,5 +1,8 @@
 """Backend-specific test utilities; the only test module that touches
-private `keras.src` (for Keras' own `run_layer_test`)."""
+private `keras.src` (for Keras' own `run_layer_test`, and Keras' torch
+device on `meta`)."""
+
+import contextlib
 
 import keras
 import numpy as np
@@ -69,3 +72,27 @@ def compiled_call(layer, x):
         x,
     )
     return outputs
+
+
+@contextlib.contextmanager
+def keras_keeps_autograd():
+    """Lets gradients flow through Keras ops on torch's `meta` device
+    (`make test-meta`); changes nothing anywhere else. Keras 3.15's torch
+    `convert_to_tensor` compares a tensor's device with Keras' device held
+    as a string ("meta"), which a `torch.device` never equals, and then
+    replaces a meta tensor by a new empty one: every op cuts the autograd
+    graph. Held as a `torch.device`, the two compare equal and tensors
+    are kept. Build layers before entering: Keras cannot create variables
+    on a `torch.device("meta")`."""
+    if BACKEND != "torch" or str(keras.ops.zeros(()).device) != "meta":
+        yield
+        return
+    import torch
+    from keras.src.backend.common import global_state
+
+    previous = global_state.get_global_attribute("torch_device", None)
+    global_state.set_global_attribute("torch_device", torch.device("meta"))
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("torch_device", previous)

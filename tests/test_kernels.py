@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from backend_utils import keras_keeps_autograd
 
 from conv_self_attention import kernels
 from conv_self_attention.kernels import auto
@@ -63,19 +64,23 @@ def outputs_and_gradients(fn, inputs, cotangent):
         grads, out = grad_fn(*inputs)
     else:
         # On Keras' device, where the kernels compute (a GPU; `meta` in
-        # `make test-meta`).
-        tensors = [
-            keras.ops.convert_to_tensor(x).requires_grad_(True)
-            for x in inputs
-        ]
-        out = fn(*tensors)
-        loss = (out.float() * keras.ops.convert_to_tensor(cotangent)).sum()
+        # `make test-meta`, where the backward pass runs too).
+        with keras_keeps_autograd():
+            tensors = [
+                keras.ops.convert_to_tensor(x).requires_grad_(True)
+                for x in inputs
+            ]
+            out = fn(*tensors)
+            loss = (out.float() * keras.ops.convert_to_tensor(cotangent)).sum()
+            loss.backward()
         assert out.device == tensors[0].device
         assert tuple(out.shape) == cotangent.shape
-        if not values_readable():
-            return None  # nothing to differentiate or read on `meta`
-        loss.backward()
         grads = [t.grad for t in tensors]
+        for tensor, grad in zip(tensors, grads, strict=True):
+            assert (grad.device, grad.shape, grad.dtype) == (
+                tensor.device, tensor.shape, tensor.dtype)
+        if not values_readable():
+            return None  # devices, shapes, dtypes checked; no values
         out = out.detach()
     return to_numpy(out), [to_numpy(g) for g in grads]
 
@@ -136,6 +141,49 @@ def test_half_precision_is_finite_and_close(implementation, dtype):
         out.astype("float32"), expected[0], atol=0.05, rtol=0.02
     )
     for grad in grads:
+        assert np.isfinite(grad.astype("float32")).all()
+
+
+@pytest.mark.meta_device
+@pytest.mark.gpu_specific
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="no flash kernel")
+@pytest.mark.parametrize("implementation", ["fused", "auto"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_compute_dtype_flash_path_forced_on(monkeypatch, kernel_calls,
+                                            implementation, dtype):
+    """What `auto` and `fused` run on an NVIDIA GPU under mixed precision,
+    with flash eligibility forced on wherever this runs (`meta` standing
+    in for a GPU): the backend's fused kernel fed q, k, v in the compute
+    dtype, on Keras' device, forward and backward, close to `dense`."""
+    if BACKEND == "jax" and dtype == "float16" and (
+            device.find_device(keras.ops.zeros(())).platform != "gpu"):
+        pytest.skip("JAX's CPU dot_product_attention rejects float16 "
+                    "('F16_F16_F32'): `auto` never feeds it float16 there")
+    for module in (kernels, auto):
+        monkeypatch.setattr(module, "flash_eligible", lambda **_: True)
+    case = CASES["pooled_keys"]
+    *inputs, cotangent = make_inputs(case)
+    with keras.device("cpu:0"):  # rounded where values can be read
+        rounded = [to_numpy(keras.ops.cast(keras.ops.cast(x, dtype),
+                                           "float32")) for x in inputs]
+
+    def flash(query, key, value):
+        out = kernels.attention(
+            *(keras.ops.cast(x, dtype) for x in (query, key, value)),
+            scale=1.0, implementation=implementation,
+        )
+        assert keras.backend.standardize_dtype(out.dtype) == dtype
+        return out
+
+    actual = outputs_and_gradients(flash, rounded, cotangent)
+    here = device.find_device(keras.ops.zeros(())).platform
+    assert kernel_calls == [("fused", (True, here))]
+    expected = outputs_and_gradients(kernel("dense"), rounded, cotangent)
+    skip_without_values()
+    np.testing.assert_allclose(
+        actual[0].astype("float32"), expected[0], atol=0.05, rtol=0.02
+    )
+    for grad in actual[1]:
         assert np.isfinite(grad.astype("float32")).all()
 
 
