@@ -130,9 +130,6 @@ def worker_main(spec_json):
     spec = json.loads(spec_json)
     os.environ["KERAS_BACKEND"] = spec["backend"]
     sys.path[:0] = PATHS
-    if spec["backend"] == "torch":
-        # torch before TensorFlow-linked modules, as in the test suite.
-        import torch  # noqa: F401
     start = time.perf_counter()
     result = run_roof(spec) if spec["case"] == "roof" else run_case(spec)
     result["worker_seconds"] = time.perf_counter() - start

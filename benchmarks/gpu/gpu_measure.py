@@ -33,9 +33,6 @@ def worker_main(spec):
     Returns the process exit status."""
     start = time.monotonic()
     backend = spec["backend"]
-    if backend == "torch":
-        # torch before TensorFlow-linked modules, as in the test suite.
-        import torch  # noqa: F401
     with open(spec["records_path"], "a") as out:
         device = gpu_device.device_info(backend)
         info = {"kind": "info", "device": device,
@@ -97,16 +94,27 @@ def run_case(backend, device, shape, policy, case, spec):
 
 
 def _record_failure(record, error):
+    """Out of memory while timing is a result (`oom`); any other error is
+    a FAIL with the exception's first line, for the table."""
     oom = is_oom(error)
     text = repr(error)[:400]
     if record.get("status") != "ok":  # timing failed
         record["status"] = "oom" if oom else "error"
         record["error"] = text
+        if not oom:
+            record["verdict"] = "FAIL"
+            record["problems"] = [f"raised {first_line(error)}"]
     else:  # the check failed
         record["verdict"] = "NOT CHECKED" if oom else "FAIL"
-        record["problems"] = [f"check raised {text}"]
+        record["problems"] = [f"check raised {first_line(error)}"]
     if not oom:
         record["trace"] = without_folders(traceback.format_exc()[-1200:])
+
+
+def first_line(error):
+    """`TypeError: the first line of its message`, at most 160 characters."""
+    lines = str(error).strip().splitlines() or [""]
+    return without_folders(f"{type(error).__name__}: {lines[0]}")[:160]
 
 
 def without_folders(text):
