@@ -26,7 +26,9 @@ from conv_self_attention import SelfAttention2D
 from conv_self_attention.kernels import auto
 from tests.conftest import BACKEND
 
-DEVICES = ("cpu", "gpu")
+# The `gpu` variants are what benchmarks/gpu/run_gpu.sh runs on a GPU host
+# (`-m gpu_specific`); their `cpu` twins run in every pass.
+DEVICES = ("cpu", pytest.param("gpu", marks=pytest.mark.gpu_specific))
 FLASH_BACKENDS = ("torch", "jax")
 to_numpy = keras.ops.convert_to_numpy
 

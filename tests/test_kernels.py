@@ -115,6 +115,7 @@ def test_matches_dense_values_and_gradients(implementation, case_name):
 
 
 @pytest.mark.meta_device
+@pytest.mark.gpu_specific
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("implementation", ("dense", "chunked", "fused"))
 def test_half_precision_is_finite_and_close(implementation, dtype):
@@ -222,6 +223,7 @@ def test_invalid_arguments_name_argument_and_value():
 
 
 @pytest.mark.meta_device
+@pytest.mark.gpu_specific
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("side", [8, 40])
 def test_auto_runs_the_rule_of_this_device(kernel_calls, side, dtype):

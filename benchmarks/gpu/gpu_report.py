@@ -55,6 +55,9 @@ def gibibytes(record):
 def _cell(record):
     if record is None:
         return ""
+    if record["status"] == "error":  # a FAIL, with why
+        why = "; ".join(record.get("problems") or [record["error"][:100]])
+        return "ERROR (FAIL): " + why.replace("|", "/")
     if record["status"] != "ok":
         return record["status"].upper()
     memory = gibibytes(record)
@@ -73,6 +76,8 @@ def describe(record):
     label = (f"{record['size']}x{record['size']} b{record['batch']} "
              f"C{record['channels']} {record['policy']:14s} "
              f"{record['case']:8s}")
+    if record["status"] == "error":
+        return f"{label} error: FAIL: {'; '.join(record['problems'])}"
     if record["status"] != "ok":
         return f"{label} {record['status']}: {record['error'][:100]}"
     memory = record["working_bytes"]
@@ -88,18 +93,38 @@ def describe(record):
 
 
 def failed_checks(result):
-    """The measured cases whose check printed FAIL."""
+    """The cases that FAIL: a check that failed or raised, or a case that
+    raised anything but out of memory."""
     return [r for r in result["records"] if r.get("verdict") == "FAIL"]
+
+
+def run_problems(result):
+    """Why the benchmark step must exit non-zero: FAIL cases, checks not
+    made for memory, a worker that crashed or was killed."""
+    problems = [f"{len(failed)} cases FAIL" for failed in
+                [failed_checks(result)] if failed]
+    unchecked = [r for r in result["records"]
+                 if r.get("verdict") == "NOT CHECKED"]
+    if unchecked:
+        problems.append(f"{len(unchecked)} cases NOT CHECKED (out of "
+                        "memory in the check)")
+    worker = result["worker"]
+    if worker["timed_out"]:
+        problems.append("the worker was killed at its time limit")
+    elif worker["returncode"]:
+        problems.append(f"the worker exited {worker['returncode']}: "
+                        + " | ".join(worker["stderr_tail"][-2:]))
+    return problems
 
 
 def check_lines(result):
     """How many cases were checked, and one line per FAIL or case whose
     check ran out of memory."""
-    checked = [r for r in result["records"] if "verdict" in r]
+    checked = [r for r in result["records"] if r["status"] == "ok"]
     failed = failed_checks(result)
     unchecked = [r for r in checked if r["verdict"] == "NOT CHECKED"]
     lines = [f"- {len(checked) - len(unchecked)} cases checked, "
-             f"{len(failed)} FAIL."]
+             f"{len(failed)} FAIL (errors included)."]
     for record in failed + unchecked:
         shape = (record["size"], record["batch"], record["channels"])
         lines.append(f"- {record['verdict']} {_shape_name(shape)} "
