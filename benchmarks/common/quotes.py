@@ -21,6 +21,7 @@ Keys (`figures` lists them all):
   `accuracy/NAME` (a range: `/low`, `/high`).
 - CPU thresholds (`kernel_thresholds_cpu_...`): `date`, `release`,
   `BACKEND/SIDE` (a range: `/low`, `/high`), `block_speedup/low|high`.
+- `targets`: the limits of `targets.py` (`_targets` lists the keys).
 """
 
 import json
@@ -43,13 +44,35 @@ def load(name, results=RESULTS):
 
 
 def figures(name, results=RESULTS):
-    """`{key: value}` of one results file (module docstring)."""
+    """`{key: value}` of one results file (module docstring), or of the
+    targets (`targets`: the limits of `targets.py`)."""
+    if name == "targets":
+        return _targets()
     result = load(name, results)
     found = {"date": result["started_utc"][:10],
              "release": result.get("release")}
     kind = result.get("kind", "cpu_layer")
     found.update({"cpu_layer": _cpu_layer, "gpu_layer": _gpu_layer,
                   "kernel_thresholds": _thresholds}[kind](result))
+    return found
+
+
+def _targets():
+    """`cpu/memory/SIZExBATCH`, `cpu/time/BACKEND`, `cpu/time/small`,
+    `gpu/time/BACKEND`, `gpu/mixed_time`, `gpu/mixed_memory`,
+    `gpu/float32_memory`."""
+    import targets
+
+    found = {f"cpu/memory/{size}x{batch}": target.limit
+             for (size, batch), target in targets.CPU_MEMORY.items()}
+    found.update({f"cpu/time/{backend}": target.limit
+                  for backend, target in targets.CPU_TIME_LARGE.items()})
+    found.update({f"gpu/time/{backend}": target.limit
+                  for backend, target in targets.GPU_TIME.items()})
+    found.update({"cpu/time/small": targets.CPU_TIME_SMALL.limit,
+                  "gpu/mixed_time": targets.GPU_MIXED_TIME.limit,
+                  "gpu/mixed_memory": targets.GPU_MIXED_MEMORY.limit,
+                  "gpu/float32_memory": targets.GPU_FLOAT32_MEMORY.limit})
     return found
 
 

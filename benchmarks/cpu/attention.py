@@ -253,13 +253,14 @@ def main(argv=None):
         return 2
     started = datetime.datetime.now(datetime.UTC)
     roof, records = run_all(args)
+    import provenance
     import report
 
     result = {
         "backend": args.backend,
         "started_utc": started.isoformat(timespec="seconds"),
         "release": package_release(),
-        "commit": source_commit(),
+        "commit": provenance.source_commit(),
         "machine": machine_info(args.backend),
         # The output folder is where the results are: recording it would only
         # leak this machine's paths into the committed JSON.
@@ -289,33 +290,10 @@ def package_release():
         return re.search(r'^__version__ = "([^"]+)"', file.read(), re.M)[1]
 
 
-def cpu_model():
-    """The CPU's model name (Linux), else None."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def source_commit():
-    """The checkout's commit, `-dirty` when it has changes, else None."""
-    try:
-        found = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=HERE, capture_output=True, text=True, timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return found.stdout.strip() or None
-
-
 def machine_info(backend):
     from importlib import metadata
 
+    import provenance
     import psutil
 
     versions = {}
@@ -328,7 +306,7 @@ def machine_info(backend):
                 pass
     return {
         "cpus": os.cpu_count(),
-        "cpu_model": cpu_model(),
+        "cpu_model": provenance.cpu_model(),
         "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),

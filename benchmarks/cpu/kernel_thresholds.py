@@ -31,6 +31,11 @@ def parse_args(argv):
     parser.add_argument(
         "--implementations", nargs="*", default=["dense", "chunked", "fused"]
     )
+    parser.add_argument(
+        "--output", help="a results JSON to write this backend's "
+        "chunked/dense ratios into (other backends' records are kept), "
+        "e.g. benchmarks/results/kernel_thresholds_cpu.json",
+    )
     return parser.parse_args(argv)
 
 
@@ -44,6 +49,7 @@ def main(argv=None):
     cases = [(name, None) for name in args.implementations]
     cases += [("chunked", size) for size in args.chunk_sizes]
     print(f"backend={args.backend} mode={args.mode} batch={args.batch}")
+    ratios = {}
     for side in args.sides:
         length = side * side
         inputs = harness.core_inputs(args.batch, length, length, 1, 8, 32)
@@ -55,6 +61,9 @@ def main(argv=None):
             )
         times = _alternating_times(steps, args.repeats)
         _print_side(side, times)
+        ratios[side] = _ratio(times, ("chunked", None), ("dense", None))
+    if args.output:
+        write_results(args, ratios)
 
 
 def _alternating_times(steps, repeats):
@@ -68,6 +77,63 @@ def _alternating_times(steps, repeats):
             step()
             times[case].append(time.perf_counter() - start)
     return times
+
+
+def _ratio(times, case, base):
+    """Best time of `case` over best time of `base`, if both ran."""
+    if case not in times or base not in times:
+        return None
+    return min(times[case]) / min(times[base])
+
+
+def write_results(args, ratios):
+    """This backend's chunked/dense ratios into `args.output` with the
+    machine, date, versions, release and commit, the schema of
+    `common/tables.py`'s `thresholds`."""
+    import datetime
+    import json
+    import platform
+
+    import keras
+    import provenance
+
+    path = args.output
+    result = {"records": []}
+    if os.path.exists(path):
+        with open(path) as file:
+            result = json.load(file)
+    result.update(
+        kind="kernel_thresholds",
+        title="auto's CPU thresholds: chunked/dense time of the "
+        "attention core",
+        release=__import__("conv_self_attention").__version__,
+        commit=provenance.source_commit(),
+        started_utc=datetime.datetime.now(datetime.UTC).isoformat(
+            timespec="seconds"),
+    )
+    result["machine"] = {
+        "cpus": os.cpu_count(), "processor": platform.machine(),
+        "cpu_model": provenance.cpu_model(),
+        "description": f"{os.cpu_count()} CPUs "
+        f"({provenance.cpu_model() or 'model not recorded'})",
+    }
+    versions = result.setdefault("versions", {})
+    versions.update(keras=keras.__version__, python=platform.python_version())
+    versions[args.backend] = __import__(args.backend).__version__
+    versions.pop("note", None)
+    result["notes"] = [
+        f"benchmarks/cpu/kernel_thresholds.py, batch {args.batch}, one "
+        f"head, q/k 8 and v 32 channels, square maps (N = M), {args.mode}, "
+        f"best of {args.repeats} turns; each ratio measured in one process."
+    ]
+    result.pop("block_size", None)
+    result["records"] = [
+        r for r in result["records"] if r["backend"] != args.backend
+    ] + [{"backend": args.backend, "side": side, "chunked_vs_dense": value}
+         for side, value in ratios.items() if value is not None]
+    with open(path, "w") as file:
+        json.dump(result, file, indent=1)
+    print(f"wrote {path}")
 
 
 def _print_side(side, times):

@@ -56,6 +56,7 @@ for folder in (os.path.join(BENCHMARKS, "common"), HERE):
 import gpu_cases  # noqa: E402
 import gpu_measure  # noqa: E402
 import gpu_report  # noqa: E402
+import provenance  # noqa: E402
 
 RESULTS_DIR = os.path.join(BENCHMARKS, "results")
 # Seconds of cases for all backends together: with start-up, the matmul
@@ -156,6 +157,7 @@ def run_backend(backend, args):
     return {
         "backend": backend,
         "started_utc": started.isoformat(timespec="seconds"),
+        "commit": provenance.source_commit(),
         "arguments": spec,
         "worker": worker,
         "info": info,
