@@ -39,7 +39,7 @@ PASSAGES = [
 # A number or a range (`13-17 GiB`) with a unit; `128x128` is a size.
 UNIT_NUMBER = re.compile(
     r"(?<![\w.*])\d+(?:\.\d+)?(?:-\d+(?:\.\d+)?)?"
-    r" ?(?:x|ms|s|GiB|MiB|GFLOP/s|TFLOP/s)(?![\w²])")
+    r"(?:x| ?(?:ms|s|GiB|MiB|GFLOP/s|TFLOP/s))(?![\w²])")
 
 
 def _quotes():

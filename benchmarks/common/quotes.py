@@ -6,7 +6,7 @@ benchmark carries a marker naming its results file (in
 `benchmarks/results/`, without `.json`) and its key:
 
     0.18x<!-- from attention_torch 128x4/auto/fwd+bwd/vs_naive -->   Markdown
-    30.9 ms [from gpu_nvidia-h200_release-0.1 jax/float32/128x8/naive/ms]
+    30.9 ms [from gpu_h200_0.1 jax/float32/128x8/chunked@1024/ms]
 
 `tests/test_benchmarks_quotes.py` finds every marker and fails where the
 quoted number differs from the file's, rounded to the quoted digits.
@@ -16,10 +16,10 @@ Keys (`figures` lists them all):
   `memory_gib`, `roof_gflops`, and `SIZExBATCH/CASE/MODE/` + `s` (best
   time), `peak_gib` (whole-process peak RSS), `growth_gib` (RSS growth
   during the step), `vs_naive`, `peak_vs_naive`, `vs_roof`.
-- GPU layer (`gpu_<device>_...`): `date`, `release`, `roof/BACKEND/DTYPE`
+- GPU layer (`gpu_...`): `date`, `release`, `roof/BACKEND/DTYPE`
   and `BACKEND/POLICY/SIZExBATCH/CASE/` + `ms`, `gib`, `vs_naive`;
   `accuracy/NAME` (a range: `/low`, `/high`).
-- CPU thresholds (`kernel_thresholds_cpu_...`): `date`, `release`,
+- CPU thresholds (`cpu_thresholds_...`): `date`, `release`,
   `BACKEND/SIDE` (a range: `/low`, `/high`), `block_speedup/low|high`.
 - `targets`: the limits of `targets.py` (`_targets` lists the keys).
 """
@@ -30,11 +30,13 @@ import re
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 GIB = 2**30
-# A number (or an ISO date), an optional unit, then the marker.
+# A number (or an ISO date), an optional unit, then the marker (after
+# one space or line break at most).
 MARKER = re.compile(
     r"(?P<value>\d{4}-\d{2}-\d{2}|\d+(?:\.\d+)?(?:e-?\d+)?)"
     r"(?P<unit> ?(?:x|ms|s|GiB|MiB|GFLOP/s|TFLOP/s|%))?"
-    r" ?(?:<!--|\[)\s*from (?P<file>[\w.-]+) (?P<key>[^\s\]]+)\s*(?:-->|\])"
+    r"\s?(?:<!--|\[)\s*from (?P<file>[\w.-]+) (?P<key>[^\s\]]+)\s*"
+    r"(?:-->|\])"
 )
 
 

@@ -52,7 +52,7 @@ CPU_SMALL_BACKENDS = ("tensorflow", "jax")
 # GPU, whole layer fwd+bwd, `auto` against the naive block in the same
 # policy (gpu/gpu_cases.py's shapes: the first the small map, the last
 # two the large maps). Memory: the step's GPU working memory. The 0.1.x
-# measurements they rest on: results/gpu_nvidia-h200_release-0.1.json.
+# measurements they rest on: results/gpu_h200_0.1.json.
 GPU_TIME = {  # float32 everywhere, and the small map in every policy
     "jax": Target(1.1, "x", (
         "where the naive block fits, `auto` must be as fast within 10%: "

@@ -34,7 +34,7 @@ def parse_args(argv):
     parser.add_argument(
         "--output", help="a results JSON to write this backend's "
         "chunked/dense ratios into (other backends' records are kept), "
-        "e.g. benchmarks/results/kernel_thresholds_cpu.json",
+        "e.g. benchmarks/results/cpu_thresholds.json",
     )
     return parser.parse_args(argv)
 
