@@ -133,6 +133,24 @@ def cpu_headline(results):
     return "\n".join(_table(header, rows)) + "\n"
 
 
+def target_verdicts(results):
+    """Each CPU target's verdict per backend (with its run's machine and
+    date), then every target's reason."""
+    lines = []
+    for backend, name in CPU_BACKENDS.items():
+        if backend not in results:
+            continue
+        run = results[backend]
+        machine = run["machine"]
+        lines += [f"**{name}**, {run['started_utc'][:10]}, release "
+                  f"{run['release']}, {machine['cpus']} CPUs, "
+                  f"{machine['memory_gib']} GiB "
+                  f"(`attention_{backend}.json`):", ""]
+        lines += report.target_lines(run) + [""]
+    lines += ["Why each limit:", ""] + targets.reason_lines()
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS = {"gpu_layer": gpu_layer, "kernel_thresholds": thresholds}
 
 
@@ -150,6 +168,7 @@ def generated(folder=quotes.RESULTS):
         elif kind in RENDERERS:
             texts[path.with_suffix(".md")] = RENDERERS[kind](result)
     texts[folder / "cpu_headline.md"] = cpu_headline(cpu)
+    texts[folder / "targets.md"] = target_verdicts(cpu)
     texts[folder / "summary.md"] = report.summary(
         [texts[folder / f"attention_{b}.md"] for b in report.BACKENDS
          if b in cpu])
