@@ -289,7 +289,7 @@ def test_executed_notebook_matches_the_notebook():
 def test_bench_plots_draw_the_pages_images(tmp_path):
     pytest.importorskip("matplotlib")
     spec = importlib.util.spec_from_file_location(
-        "bench_plots", ROOT / "benchmarks" / "plots.py"
+        "bench_plots", ROOT / "benchmarks" / "cpu" / "plots.py"
     )
     plots = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plots)
