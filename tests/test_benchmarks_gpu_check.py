@@ -122,7 +122,7 @@ def test_checker_fails_a_wrong_output(monkeypatch, policy):
     assert record["verdict"] == "FAIL"
     assert record["relative_error"] == pytest.approx(1.0)
     lines = gpu_report.check_lines({"records": [record]})
-    assert lines[0] == "- 1 cases checked, 1 FAIL."
+    assert lines[0] == "- 1 cases checked, 1 FAIL (errors included)."
     assert lines[1].startswith("- FAIL 8x8 b2 C32 " + policy + " auto: ")
 
 
@@ -140,7 +140,8 @@ def test_a_check_that_raises_keeps_the_timing(monkeypatch, error, verdict):
                                   spec)
     assert record["status"] == "ok" and record["median_ms"] > 0
     assert record["verdict"] == verdict
-    assert record["problems"] == [f"check raised {error!r}"]
+    assert record["problems"] == [
+        f"check raised {type(error).__name__}: {error}"]
     line = gpu_report.check_lines({"records": [record]})[1]
     assert line.startswith(f"- {verdict} 8x8 b2 C32 float32 dense: ")
 

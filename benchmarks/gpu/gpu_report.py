@@ -120,7 +120,8 @@ def run_problems(result):
 def check_lines(result):
     """How many cases were checked, and one line per FAIL or case whose
     check ran out of memory."""
-    checked = [r for r in result["records"] if r["status"] == "ok"]
+    checked = [r for r in result["records"]
+               if r["status"] == "ok" and "verdict" in r]
     failed = failed_checks(result)
     unchecked = [r for r in checked if r["verdict"] == "NOT CHECKED"]
     lines = [f"- {len(checked) - len(unchecked)} cases checked, "
