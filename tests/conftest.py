@@ -1,7 +1,9 @@
-"""Shared test set-up: one Keras backend per process (`KERAS_BACKEND`),
-full float32 matmul precision on GPUs, the hypothesis profile, the
-default dtype policy and seed for every test."""
+"""Test set-up and fixtures only: one Keras backend per process
+(`KERAS_BACKEND`), full float32 matmul precision on GPUs, the hypothesis
+profile, the default dtype policy and seed for every test. Shared helper
+functions live in `helpers.py`."""
 
+import inspect
 import os
 import sys
 
@@ -30,7 +32,7 @@ settings.register_profile(
 )
 settings.load_profile("conv_self_attention")
 
-BACKEND = keras.backend.backend()
+from helpers import BACKEND  # noqa: E402
 
 
 def _full_float32_matmuls():
@@ -86,40 +88,29 @@ def rng():
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """Records each kernel `kernels.attention` runs: its name and the
-    arguments after `scale` (`in_compute_dtype`, `platform`, a block plan)."""
+    """Records each kernel `kernels.run_attention` runs: its name and its
+    arguments by name, beyond the tensors (`scale`, `plan`, `flash`,
+    `platform`, `exporting`, as each kernel takes them)."""
     from conv_self_attention import kernels
 
     calls = []
     for name in ("dense", "chunked", "fused"):
         original = getattr(kernels, f"{name}_attention")
+        signature = inspect.signature(original)
 
-        def recorder(*args, _name=name, _original=original):
-            calls.append((_name, args[4:]))
-            return _original(*args)
+        def recorder(*args, _name=name, _original=original,
+                     _signature=signature, **kwargs):
+            bound = _signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            options = {
+                key: value for key, value in bound.arguments.items()
+                if key not in ("query", "key", "value")
+            }
+            calls.append((_name, options))
+            return _original(*args, **kwargs)
 
         monkeypatch.setattr(kernels, f"{name}_attention", recorder)
     return calls
-
-
-def to_numpy(tensor):
-    return keras.ops.convert_to_numpy(tensor)
-
-
-def values_readable():
-    """False where Keras computes on torch's `meta` device
-    (`KERAS_TORCH_DEVICE=meta`, `make test-meta`): a stand-in for a GPU
-    whose tensors have devices, shapes and dtypes but no values."""
-    if BACKEND != "torch":
-        return True
-    return keras.ops.convert_to_tensor(0.0).device.type != "meta"
-
-
-def skip_without_values():
-    """Skips the rest of a test that compares values, once it has checked
-    what a `meta` run can check (devices, shapes, dtypes)."""
-    if not values_readable():
-        pytest.skip("meta device: placement checked, values not readable")
 
 
 def pytest_report_header(config):

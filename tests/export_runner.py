@@ -3,10 +3,12 @@ neither Keras nor conv_self_attention (the test checks `sys.modules`).
 
 Usage: `python export_runner.py RUNTIME MANIFEST`, where RUNTIME is
 `saved_model`, `onnx`, `litert` or `torch` and MANIFEST a JSON list of
-`{"artifact": path, "inputs": npz path, "outputs": npz path}`. Every array
+`{"artifact": path, "inputs": npz path, "outputs": npz path}` (and
+optionally `"error_key"`, where a failure is stored). Every array
 of an inputs file is fed on its own (a batch of 2, then of 1, through one
 loaded artifact, so the batch stays dynamic); the outputs file gets the
-results under the same names, or `error` with the runtime's message. One
+results under the same names, or `error` (or the entry's `error_key`) with
+the runtime's message. One
 process runs all artifacts of one runtime. The tests call `run_runtime`.
 """
 
@@ -76,7 +78,8 @@ def run_one(load, entry):
             for name in inputs.files:
                 results[name] = np.asarray(run(inputs[name]))
     except Exception as error:  # noqa: BLE001 - reported to the test
-        results["error"] = np.array(f"{type(error).__name__}: {error}")
+        key = entry.get("error_key", "error")
+        results[key] = np.array(f"{type(error).__name__}: {error}")
     np.savez(entry["outputs"], **results)
 
 

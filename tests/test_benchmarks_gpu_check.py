@@ -8,9 +8,8 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import BACKEND
 from reference import reference_self_attention
-
-from tests.conftest import BACKEND
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path[:0] = [str(BENCHMARKS / "gpu"), str(BENCHMARKS / "common")]
@@ -82,8 +81,8 @@ def test_checker_passes_the_kernel_and_output_the_layer_ran():
 
 def test_checker_fails_a_wrong_kernel():
     layer, inputs = _built("chunked")
-    wrong = layer.last_kernel._replace(implementation="dense",
-                                       chunk_size=None)
+    ran = layer.last_kernel
+    wrong = ran._replace(implementation="dense", blocks=None)
     record = _checked(layer, inputs, wrong, "chunked")
     assert record["verdict"] == "FAIL"
     assert record["problems"] == ["ran dense, expected chunked[64]"]
@@ -91,8 +90,8 @@ def test_checker_fails_a_wrong_kernel():
         record
     )
     # The right kernel with another block size fails too.
-    record = _checked(layer, inputs, wrong._replace(
-        implementation="chunked", chunk_size=8), "chunked")
+    record = _checked(layer, inputs, ran._replace(
+        blocks=ran.blocks._replace(chunk_size=8)), "chunked")
     assert record["problems"] == ["ran chunked[8], expected chunked[64]"]
     # A layer that reports no kernel at all.
     assert _checked(layer, inputs, None, "chunked")["verdict"] == "FAIL"

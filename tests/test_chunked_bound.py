@@ -7,13 +7,13 @@ import importlib
 
 import numpy as np
 import pytest
+from helpers import BACKEND
+from helpers import to_numpy
+from reference import reference_self_attention
+from reference import relative_error
 
 from conv_self_attention import SelfAttention2D
 from conv_self_attention.kernels import chunked
-from tests.conftest import BACKEND
-from tests.conftest import to_numpy
-from tests.reference import reference_self_attention
-from tests.reference import relative_error
 
 # Logits per block: 128 queries x 256 keys x 2 heads of one image. The
 # smallest whole-batch block, 32 queries, fits for 4 images (what a batch
@@ -62,7 +62,7 @@ def layers_and_inputs():
 
 def check(layer, dense_outputs, outputs, shapes, x):
     """One image per block, CHUNK queries, all of it within the budget."""
-    assert layer.last_kernel[:3] == ("chunked", CHUNK, True)
+    assert layer.last_kernel[:2] == ("chunked", chunked.BlockPlan(CHUNK, True))
     assert shapes and all(None not in shape for shape in shapes)
     assert max(np.prod(shape) for shape in shapes) <= BUDGET
     assert {shape[0] for shape in shapes} == {1}
@@ -161,7 +161,8 @@ def test_explicit_chunk_is_honoured_past_the_budget(small_budget, monkeypatch):
 
             jax.jit(layer)(x)
             per_image = False
-    assert layer.last_kernel[:3] == ("chunked", 64, per_image)
+    planned = chunked.BlockPlan(64, per_image)
+    assert layer.last_kernel[:2] == ("chunked", planned)
     images = 1 if per_image else BATCH
     assert set(shapes) == {(images, 1, 64, SHAPE[0] * SHAPE[1])}
 
@@ -183,3 +184,48 @@ if BACKEND == "torch":
             if func is torch.matmul and out.shape[-1] == SHAPE[0] * SHAPE[1]:
                 self.shapes.append(tuple(out.shape))
             return out
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.export")
+def test_torch_export_holds_whole_batch_blocks_of_the_plan(small_budget):
+    """Exported with a dynamic batch, blocks span the batch (a loop over
+    images would fix it): the plan says so in `last_kernel`, and every
+    block in the exported graph has the planned queries per block."""
+    import torch
+
+    layer, _, x = layers_and_inputs()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(
+        _Wrapper(layer), (torch.from_numpy(x),),
+        dynamic_shapes=({0: batch},),
+    )
+    planned = chunked.plan_blocks(256, 256, None, 2, "cpu", exporting=True)
+    assert layer.last_kernel.blocks == planned == chunked.BlockPlan(
+        CHUNK, False
+    )
+    assert layer.last_kernel.exporting
+    blocks = [
+        tuple(node.meta["val"].shape)
+        for node in program.graph.nodes
+        if node.target == torch.ops.aten.softmax.int
+    ]
+    assert len(blocks) == 256 // CHUNK
+    for shape in blocks:
+        assert not isinstance(shape[0], int)  # the symbolic batch
+        assert tuple(shape[1:]) == (2, CHUNK, 256)
+    out = program.module()(torch.from_numpy(x[:3]))
+    assert relative_error(
+        to_numpy(out), reference_self_attention(layer, x[:3])[0]
+    ) < 1e-5
+
+
+if BACKEND == "torch":
+    import torch
+
+    class _Wrapper(torch.nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return self.layer(x)

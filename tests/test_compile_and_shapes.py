@@ -6,11 +6,11 @@ import importlib.util
 import keras
 import numpy as np
 import pytest
+from helpers import BACKEND
 from reference import reference_self_attention
 
 from conv_self_attention import SelfAttention2D
 
-BACKEND = keras.backend.backend()
 CHANNELS = 8
 SIZES = [(16, 16), (17, 23), (32, 32)]
 POOLS = [None, 2]

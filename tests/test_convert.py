@@ -13,7 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import to_numpy
+from helpers import to_numpy
 
 from conv_self_attention import SelfAttention2D
 from conv_self_attention.convert import load_biggan_attention

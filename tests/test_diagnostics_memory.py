@@ -18,8 +18,7 @@ import sys
 import textwrap
 
 import pytest
-
-from tests.conftest import BACKEND
+from helpers import BACKEND
 
 SMALL_BUDGET = 32 * 2**20
 # Allocator, compiled kernels and backend bookkeeping beyond the arrays.

@@ -8,19 +8,19 @@ the CPU backends that can run it.
 
 import re
 
+import gpu_host
 import keras
 import numpy as np
 import pytest
+from helpers import BACKEND
+from helpers import to_numpy
+from reference import relative_error
+from reference import softmax
 
 from conv_self_attention import kernels
 from conv_self_attention.kernels import auto
 from conv_self_attention.kernels import device
 from conv_self_attention.kernels import fused
-from tests import gpu_host
-from tests.conftest import BACKEND
-from tests.conftest import to_numpy
-from tests.reference import relative_error
-from tests.reference import softmax
 
 H200 = (9, 0)
 A100 = (8, 0)
@@ -215,11 +215,20 @@ def test_cpu_rule_is_unchanged():
 
 @pytest.mark.once
 def test_scores_always_dense():
+    """Asking for scores overrides any requested kernel, in one place."""
     for backend in ("jax", "torch", "tensorflow"):
         for platform in ("cpu", "gpu", "tpu"):
-            assert pick(
-                backend=backend, platform=platform, return_scores=True
-            ) == "dense"
+            for implementation in kernels.IMPLEMENTATIONS:
+                planned = kernels.plan_kernel(
+                    backend=backend,
+                    device=device.Device(platform, H200 if platform == "gpu"
+                                  else None),
+                    dtype="bfloat16", num_queries=64, num_keys=64, batch=2,
+                    heads=1, key_width=8, value_width=32,
+                    implementation=implementation, return_scores=True,
+                )
+                assert planned.implementation == "dense"
+                assert planned.scores and planned.blocks is None
 
 
 @pytest.mark.once
@@ -253,13 +262,13 @@ def _relative_error(out, expected):
     return relative_error(out, expected)
 
 
-def _fused(dtype, in_compute_dtype):
+def _fused(dtype, flash):
     def run(query, key, value):
         query, key, value = (
             keras.ops.cast(x, dtype) for x in (query, key, value)
         )
         return fused.fused_attention(
-            query, key, value, 1.0, in_compute_dtype, "cpu"
+            query, key, value, 1.0, flash=flash, platform="cpu"
         )
 
     if BACKEND == "jax":
@@ -276,24 +285,24 @@ def test_compute_dtype_path_as_accurate_as_float32_cast():
     """bfloat16 on the CPU flash kernel (torch) or XLA (JAX)."""
     inputs = _attention_inputs()
     expected = _reference(*inputs)
-    lowp = _fused("bfloat16", True)(*inputs)
-    assert keras.backend.standardize_dtype(lowp.dtype) == "bfloat16"
+    flash = _fused("bfloat16", True)(*inputs)
+    assert keras.backend.standardize_dtype(flash.dtype) == "bfloat16"
     cast = _fused("bfloat16", False)(*inputs)
-    lowp_error = _relative_error(lowp, expected)
+    flash_error = _relative_error(flash, expected)
     cast_error = _relative_error(cast, expected)
     # Both are off by q, k, v rounded to bfloat16 (~1e-2), not more.
     assert 1e-3 < cast_error < 0.1
-    assert lowp_error <= 1.5 * cast_error
+    assert flash_error <= 1.5 * cast_error
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch's CPU flash kernel")
 def test_torch_compute_dtype_path_in_float16():
     inputs = _attention_inputs()
     expected = _reference(*inputs)
-    lowp = _fused("float16", True)(*inputs)
-    assert keras.backend.standardize_dtype(lowp.dtype) == "float16"
+    flash = _fused("float16", True)(*inputs)
+    assert keras.backend.standardize_dtype(flash.dtype) == "float16"
     cast = _fused("float16", False)(*inputs)
-    assert _relative_error(lowp, expected) <= 1.5 * _relative_error(
+    assert _relative_error(flash, expected) <= 1.5 * _relative_error(
         cast, expected
     )
 
@@ -332,7 +341,9 @@ def test_jax_compute_dtype_path_on_gpu_needs_cudnn():
     query, key, value = (keras.ops.cast(x, "bfloat16") for x in inputs)
     found = device.find_device(query)
     if found.platform == "gpu" and (found.compute_capability or ()) >= A100:
-        out = fused.fused_attention(query, key, value, 1.0, True, "gpu")
+        out = fused.fused_attention(
+            query, key, value, 1.0, flash=True, platform="gpu"
+        )
         assert _relative_error(out, _reference(*inputs)) < 0.05
     else:
         # Not the GPU branch by accident: a CUDA JAX that lost its GPU.
@@ -340,4 +351,6 @@ def test_jax_compute_dtype_path_on_gpu_needs_cudnn():
             problem = gpu_host.unseen_gpu_problem("jax")
             assert problem is None, problem
         with pytest.raises(RuntimeError, match="cuDNN"):
-            fused.fused_attention(query, key, value, 1.0, True, "gpu")
+            fused.fused_attention(
+            query, key, value, 1.0, flash=True, platform="gpu"
+        )

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.once
 # Modules whose names are not API: the demo job and the argument checks
 # (their names, such as `data_format`, are argument names on every page).
 NOT_API = ("conv_self_attention.demo", "conv_self_attention.checks",
-           "conv_self_attention.layers.arguments")
+           "conv_self_attention.layers.config_value")
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,11 @@ import keras
 import numpy as np
 import pytest
 from export_runner import run_runtime
+from helpers import BACKEND
 
 from conv_self_attention import SelfAttention2D
 from conv_self_attention import use_attention_kernel
 
-BACKEND = keras.backend.backend()
 CHANNELS = 8
 # max |y_runtime - y_keras| <= RELATIVE_TOLERANCE * max |y_keras|.
 RELATIVE_TOLERANCE = 2e-5
@@ -161,6 +161,18 @@ def _export_cell(cell, folder):
         "inputs": str(folder / f"{name}-inputs.npz"),
         "outputs": str(folder / f"{name}-outputs.npz"),
     }
+    if spatial == "signature":
+        # A map twice the exported size, as a runtime that resizes its
+        # input accepts it (LiteRT): right, or an error, never wrong.
+        larger = np.tile(inputs["batch1"], (1, 2, 2, 1))
+        expected["larger"] = keras.ops.convert_to_numpy(model(larger))
+        np.savez(folder / f"{name}-larger.npz", larger=larger)
+        entry = [entry, {
+            "artifact": artifact,
+            "inputs": str(folder / f"{name}-larger.npz"),
+            "outputs": str(folder / f"{name}-larger-outputs.npz"),
+            "error_key": "larger_error",
+        }]
     return entry, expected, layer.last_kernel
 
 
@@ -173,21 +185,24 @@ def exported(tmp_path_factory):
         if _skip_reason(cell[0]):
             continue
         try:
-            entry, expected, traced = _export_cell(cell, folder)
+            cell_entries, expected, traced = _export_cell(cell, folder)
         except Exception as error:  # noqa: BLE001 - reported by the test
             results[cell] = (f"export: {error}", None, None)
             continue
+        if isinstance(cell_entries, dict):
+            cell_entries = [cell_entries]
         runtime = RUNTIMES[cell[0]][0]
-        entries.setdefault(runtime, []).append((cell, entry))
+        entries.setdefault(runtime, []).append((cell, cell_entries))
         results[cell] = (None, expected, traced)
-    for runtime, cell_entries in entries.items():
-        report = run_runtime(
-            runtime, [entry for _, entry in cell_entries], folder
-        )
+    for runtime, runtime_entries in entries.items():
+        manifest = [entry for _, group in runtime_entries for entry in group]
+        report = run_runtime(runtime, manifest, folder)
         assert report["imported"] == [], report
-        for cell, entry in cell_entries:
-            with np.load(entry["outputs"]) as outputs:
-                produced = {key: outputs[key] for key in outputs.files}
+        for cell, group in runtime_entries:
+            produced = {}
+            for entry in group:
+                with np.load(entry["outputs"]) as outputs:
+                    produced.update({k: outputs[k] for k in outputs.files})
             results[cell] = (produced, *results[cell][1:])
     return results
 
@@ -204,6 +219,17 @@ def test_exported_model_matches_keras(exported, cell):
     if kernel != "auto":
         assert traced.implementation == kernel
     relative = {}
+    larger = expected.pop("larger", None)
+    if larger is not None:
+        # Refused (the larger map's own error), or computed right.
+        if "larger_error" in produced:
+            relative["larger"] = "refused"
+        else:
+            np.testing.assert_allclose(
+                produced["larger"], larger, rtol=0,
+                atol=RELATIVE_TOLERANCE * np.abs(larger).max(),
+            )
+            relative["larger"] = "computed"
     for key, want in expected.items():
         got = produced[key]
         assert got.shape == want.shape, key
@@ -286,7 +312,8 @@ def test_use_attention_kernel_is_checked_scoped_and_not_stored():
     images = np.zeros((1, 8, 8, 16), "float32")
     with use_attention_kernel("chunked", chunk_size=32):
         layer(images)
-        assert layer.last_kernel[:2] == ("chunked", 32)
+        assert layer.last_kernel.implementation == "chunked"
+        assert layer.last_kernel.chunk_size == 32
     assert layer.get_config()["attention_implementation"] == "dense"
     assert layer.get_config()["chunk_size"] is None
     layer(images)

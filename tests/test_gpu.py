@@ -18,13 +18,14 @@ import gpu_host
 import keras
 import numpy as np
 import pytest
+from helpers import BACKEND
+from helpers import gradients
 from reference import reference_rows
 from reference import reference_self_attention
 from reference import relative_error
 
 from conv_self_attention import SelfAttention2D
 from conv_self_attention.kernels import auto
-from tests.conftest import BACKEND
 
 # The `gpu` variants are what benchmarks/gpu/run_gpu.sh runs on a GPU host
 # (`-m gpu_specific`); their `cpu` twins run in every pass.
@@ -111,46 +112,10 @@ def _loss(outputs):
 def _output_and_gradients(layer, x):
     """`layer(x)` and the gradients of `_loss` for `x` and every trainable
     weight, all as float64 NumPy, in that order."""
-    if not layer.built:
-        layer.build(x.shape)
-    weights = layer.trainable_weights
-    if BACKEND == "jax":
-        import jax
-
-        frozen = [w.value for w in layer.non_trainable_weights]
-
-        def loss_of(trainable, inputs):
-            # As `__call__` would (`stateless_call` does not autocast).
-            inputs = keras.ops.cast(inputs, layer.compute_dtype)
-            outputs, _ = layer.stateless_call(trainable, frozen, inputs)
-            return _loss(outputs), outputs
-
-        step = jax.jit(jax.value_and_grad(loss_of, argnums=(0, 1),
-                                          has_aux=True))
-        (_, out), (weight_grads, input_grad) = step(
-            [w.value for w in weights], keras.ops.convert_to_tensor(x)
-        )
-        grads = [input_grad, *weight_grads]
-    elif BACKEND == "torch":
-        import torch
-
-        inputs = keras.ops.convert_to_tensor(x).requires_grad_(True)
-        out = layer(inputs)
-        grads = torch.autograd.grad(
-            _loss(out), [inputs, *[w.value for w in weights]]
-        )
-    else:
-        import tensorflow as tf
-
-        inputs = tf.convert_to_tensor(x)
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            out = layer(inputs)
-            loss = _loss(out)
-        grads = tape.gradient(loss, [inputs, *[w.value for w in weights]])
+    out, (input_grad,), weight_grads = gradients(layer, [x], _loss)
     return [
-        to_numpy(keras.ops.cast(t, "float32")).astype("float64")
-        for t in (out, *grads)
+        np.asarray(t, "float32").astype("float64")
+        for t in (out, input_grad, *weight_grads.values())
     ]
 
 

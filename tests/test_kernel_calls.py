@@ -6,13 +6,14 @@ import re
 import keras
 import numpy as np
 import pytest
+from helpers import BACKEND
+from helpers import to_numpy
 
 from conv_self_attention import kernels
 from conv_self_attention.kernels import IMPLEMENTATIONS
 from conv_self_attention.kernels import chunked
 from conv_self_attention.kernels import device
-from tests.conftest import BACKEND
-from tests.conftest import to_numpy
+from conv_self_attention.kernels import plan as kernel_plan
 
 H200 = (9, 0)
 
@@ -35,8 +36,8 @@ def test_last_kernel_is_the_kernel_that_ran(kernel_calls, implementation):
     if implementation != "auto":
         assert kernel_call.implementation == implementation
     if kernel_call.implementation == "chunked":
-        assert kernel_call[:3] == ("chunked", 8, False)
-        assert kernel_calls[0][1] == (chunked.BlockPlan(8, False),)
+        assert kernel_call.blocks == chunked.BlockPlan(8, False)
+        assert kernel_calls[0][1]["plan"] == kernel_call.blocks
     else:
         assert kernel_call.chunk_size is None
     with pytest.raises(AttributeError):
@@ -71,7 +72,7 @@ def _compiled(layer):
 def on_hopper(monkeypatch):
     """The kernels plan for an H200, wherever this runs."""
     monkeypatch.setattr(
-        kernels, "find_device", lambda tensor: device.Device("gpu", H200)
+        kernel_plan, "find_device", lambda tensor: device.Device("gpu", H200)
     )
 
 
@@ -81,7 +82,7 @@ def test_flash_rejection_raises_our_value_error(on_hopper, monkeypatch):
     (no cuDNN here, or a head too wide on a GPU); torch's SDPA is made to
     reject it as it does on CUDA ("No available kernel"), since its CPU
     kernel takes any width."""
-    monkeypatch.setattr(kernels, "flash_eligible", lambda **_: True)
+    monkeypatch.setattr(kernel_plan, "flash_eligible", lambda **_: True)
     if BACKEND == "torch":
         import torch
 
@@ -117,5 +118,5 @@ def test_auto_avoids_what_the_flash_kernel_rejects(on_hopper):
     if BACKEND == "tensorflow":
         layer = _wide_head_layer("fused")
         out = _compiled(layer)(x)
-        assert layer.last_kernel[:4] == ("fused", None, False, False)
+        assert layer.last_kernel[:3] == ("fused", None, False)
         assert np.isfinite(to_numpy(out)).all()

@@ -3,16 +3,16 @@
 import keras
 import numpy as np
 import pytest
-from backend_utils import keras_keeps_autograd
+from helpers import BACKEND
+from helpers import gradients
+from helpers import skip_without_values
+from helpers import to_numpy
 
 from conv_self_attention import kernels
 from conv_self_attention.kernels import auto
 from conv_self_attention.kernels import chunked
 from conv_self_attention.kernels import device
-from tests.conftest import BACKEND
-from tests.conftest import skip_without_values
-from tests.conftest import to_numpy
-from tests.conftest import values_readable
+from conv_self_attention.kernels import plan as kernel_plan
 
 EXACT_IMPLEMENTATIONS = ("chunked", "fused", "auto")
 # `auto` resolves to one of the others, so it runs on fewer cases.
@@ -42,47 +42,18 @@ def make_inputs(case, seed=0, magnitude=1.0):
 
 
 def outputs_and_gradients(fn, inputs, cotangent):
-    """`fn(q, k, v)` and the gradients of `sum(fn(q, k, v) * cotangent)`."""
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
+    """`fn(q, k, v)` and the gradients of `sum(fn(q, k, v) * cotangent)`
+    for q, k and v; `None` on `meta`, after checking the output's shape."""
 
-        tensors = [tf.constant(x) for x in inputs]
-        with tf.GradientTape() as tape:
-            tape.watch(tensors)
-            out = fn(*tensors)
-            loss = tf.reduce_sum(tf.cast(out, "float32") * cotangent)
-        grads = tape.gradient(loss, tensors)
-    elif BACKEND == "jax":
-        import jax
+    def loss(out):
+        cotangents = keras.ops.convert_to_tensor(cotangent)
+        return keras.ops.sum(keras.ops.cast(out, "float32") * cotangents)
 
-        def loss(*tensors):
-            out = fn(*tensors)
-            return (out.astype("float32") * cotangent).sum(), out
-
-        # One compiled program per call: op-by-op eager JAX is slow.
-        grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))
-        grads, out = grad_fn(*inputs)
-    else:
-        # On Keras' device, where the kernels compute (a GPU; `meta` in
-        # `make test-meta`, where the backward pass runs too).
-        with keras_keeps_autograd():
-            tensors = [
-                keras.ops.convert_to_tensor(x).requires_grad_(True)
-                for x in inputs
-            ]
-            out = fn(*tensors)
-            loss = (out.float() * keras.ops.convert_to_tensor(cotangent)).sum()
-            loss.backward()
-        assert out.device == tensors[0].device
-        assert tuple(out.shape) == cotangent.shape
-        grads = [t.grad for t in tensors]
-        for tensor, grad in zip(tensors, grads, strict=True):
-            assert (grad.device, grad.shape, grad.dtype) == (
-                tensor.device, tensor.shape, tensor.dtype)
-        if not values_readable():
-            return None  # devices, shapes, dtypes checked; no values
-        out = out.detach()
-    return to_numpy(out), [to_numpy(g) for g in grads]
+    out, grads, _ = gradients(fn, inputs, loss)
+    assert tuple(out.shape) == cotangent.shape
+    if grads is None:
+        return None
+    return out, grads
 
 
 def kernel(implementation, chunk_size=None, scale=1.0):
@@ -160,7 +131,7 @@ def test_compute_dtype_flash_path_forced_on(monkeypatch, kernel_calls,
             device.find_device(keras.ops.zeros(())).platform != "gpu"):
         pytest.skip("JAX's CPU dot_product_attention rejects float16 "
                     "('F16_F16_F32'): `auto` never feeds it float16 there")
-    for module in (kernels, auto):
+    for module in (kernel_plan, auto):  # `fused`'s plan, `auto`'s rule
         monkeypatch.setattr(module, "flash_eligible", lambda **_: True)
     case = CASES["pooled_keys"]
     *inputs, cotangent = make_inputs(case)
@@ -178,7 +149,9 @@ def test_compute_dtype_flash_path_forced_on(monkeypatch, kernel_calls,
 
     actual = outputs_and_gradients(flash, rounded, cotangent)
     here = device.find_device(keras.ops.zeros(())).platform
-    assert kernel_calls == [("fused", (True, here))]
+    [(name, options)] = kernel_calls
+    assert (name, options["flash"], options["platform"]) == (
+        "fused", True, here)
     expected = outputs_and_gradients(kernel("dense"), rounded, cotangent)
     skip_without_values()
     np.testing.assert_allclose(
@@ -248,11 +221,17 @@ def test_auto_runs_the_rule_of_this_device(kernel_calls, side, dtype):
     kernel_calls.clear()
     kernels.attention(*inputs, scale=1.0, implementation="fused")
     flash = auto.flash_eligible(**described)
-    assert kernel_calls == [("fused", (flash, here.platform))]
+    [(name, options)] = kernel_calls
+    assert (name, options["flash"], options["platform"]) == (
+        "fused", flash, here.platform
+    )
     kernel_calls.clear()
     kernels.attention(*inputs, scale=1.0, implementation="chunked")
     plan = chunked.plan_blocks(side * side, side * side, 2, 1, here.platform)
-    assert kernel_calls == [("chunked", (plan,))]
+    [(name, options)] = kernel_calls
+    assert (name, options["plan"], options["exporting"]) == (
+        "chunked", plan, False
+    )
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TF tracing")

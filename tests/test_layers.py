@@ -4,15 +4,17 @@
 import keras
 import numpy as np
 import pytest
-from backend_utils import KerasTestCase
-from backend_utils import keras_keeps_autograd
-from backend_utils import trainable_gradients
+from helpers import KerasTestCase
+from helpers import gradients
+from helpers import keras_keeps_autograd
+from helpers import to_numpy
 from reference import reference_self_attention
 
 from conv_self_attention import SelfAttention1D
 from conv_self_attention import SelfAttention2D
 from conv_self_attention import SelfAttention3D
 from conv_self_attention import SelfAttention_Conv2D
+from conv_self_attention.diagnostics import attention_layers
 
 CLASSES = {1: SelfAttention1D, 2: SelfAttention2D, 3: SelfAttention3D}
 
@@ -151,7 +153,7 @@ def test_gradients_reach_every_weight_including_gamma():
         filters=12, num_heads=2, gamma=0.5, use_bias=True, pool_size=2
     )
     layer.build(x.shape)
-    grads = trainable_gradients(layer, x)
+    _, _, grads = gradients(layer, [x])
     assert len(grads) == 11  # 5 kernels, 5 biases, gamma
     for path, grad in grads.items():
         assert np.all(np.isfinite(grad)), path
@@ -162,7 +164,7 @@ def test_gamma_zero_gives_projections_exactly_zero_gradient():
     x = make_input((5, 6, 8))
     layer = SelfAttention2D(gamma=0.0)
     layer.build(x.shape)
-    grads = trainable_gradients(layer, x)
+    _, _, grads = gradients(layer, [x])
     for path, grad in grads.items():
         if path.endswith("gamma"):
             assert np.abs(grad).max() > 0, path
@@ -302,12 +304,26 @@ def functional_model():
     "make_model", [sequential_model, functional_model, SubclassedModel]
 )
 def test_fits_in_every_model_style(make_model):
+    """Training lowers the loss and moves the attention's own weights
+    (not only the convolutions around it)."""
     x = make_input((9, 7, 1), batch=8)
     y = np.random.default_rng(2).integers(0, 3, size=8)
     model = make_model()
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
-    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
-    assert np.all(np.isfinite(history.history["loss"]))
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(True),
+    )
+    model(x[:1])  # Builds every model style.
+    weights = [w for _, layer in attention_layers(model)
+               for w in layer.trainable_weights]
+    before = {w.path: to_numpy(w) for w in weights}
+    history = model.fit(x, y, epochs=5, batch_size=8, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < losses[0], losses
+    for weight in weights:
+        change = np.abs(to_numpy(weight) - before[weight.path]).max()
+        assert change > 0, weight.path
     assert model.predict(x[:3, :5, :6], verbose=0).shape == (3, 3)
 
 
@@ -350,9 +366,9 @@ class LayerTest(KerasTestCase):
 class ShapeRecordingAttention(SelfAttention2D):
     """Records the shapes the kernels receive (via the override point)."""
 
-    def _compute_attention(self, query, key, value):
+    def _compute_attention(self, query, key, value, training=False):
         self.seen_shapes = (tuple(query.shape), tuple(key.shape))
-        return super()._compute_attention(query, key, value)
+        return super()._compute_attention(query, key, value, training)
 
 
 @pytest.mark.skipif(

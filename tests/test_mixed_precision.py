@@ -7,14 +7,14 @@ these tests set the global policy themselves and run on every backend.
 import keras
 import numpy as np
 import pytest
-from backend_utils import BACKEND
-from backend_utils import compiled_call
-from backend_utils import trainable_gradients
+from helpers import BACKEND
+from helpers import compiled_call
+from helpers import gradients
 from reference import reference_self_attention
 from reference import relative_error
 
 from conv_self_attention import SelfAttention2D
-from conv_self_attention import kernels
+from conv_self_attention.kernels import plan as kernel_plan
 
 POLICIES = ("mixed_float16", "mixed_bfloat16")
 # A 64x64 map with unit-variance features, as after a normalization layer:
@@ -51,29 +51,6 @@ def _spatial_sum_of_squares(outputs):
     """
     outputs = keras.ops.cast(outputs, "float32")
     return keras.ops.mean(keras.ops.sum(outputs**2, axis=(1, 2)))
-
-
-def _gradients(layer, x):
-    """Trainable gradients of `_spatial_sum_of_squares`; jitted on JAX,
-    where op-by-op float16 on CPU is several times slower."""
-    if keras.backend.backend() != "jax":
-        return trainable_gradients(layer, x, _spatial_sum_of_squares)
-    import jax
-
-    def loss_of(trainable, non_trainable):
-        outputs, _ = layer.stateless_call(
-            trainable, non_trainable, x, training=True
-        )
-        return _spatial_sum_of_squares(outputs)
-
-    grads = jax.jit(jax.grad(loss_of))(
-        [w.value for w in layer.trainable_weights],
-        [w.value for w in layer.non_trainable_weights],
-    )
-    weights = layer.trainable_weights
-    return {
-        w.path: np.asarray(g) for w, g in zip(weights, grads, strict=True)
-    }
 
 
 def test_forward_dtypes_and_finite(policy):
@@ -148,7 +125,9 @@ def test_backward_finite_and_nonzero(policy, implementation, spectral_norm):
     """Every weight gets a finite, non-zero gradient at 64x64."""
     layer = _layer(implementation, spectral_norm=spectral_norm)
     layer.build(MAP_SHAPE)
-    grads = _gradients(layer, _inputs())
+    _, _, grads = gradients(
+        layer, [_inputs()], _spatial_sum_of_squares, training=True
+    )
     assert "gamma" in {path.split("/")[-1] for path in grads}
     for path, grad in grads.items():
         assert np.isfinite(grad).all(), path
@@ -189,7 +168,9 @@ def test_compute_dtype_fused_path_as_accurate_as_float32_cast(monkeypatch):
     expected, _ = reference_self_attention(layer, x)
     errors = {}
     for flash in (False, True):
-        monkeypatch.setattr(kernels, "flash_eligible", lambda _f=flash, **_: _f)
+        monkeypatch.setattr(
+            kernel_plan, "flash_eligible", lambda _f=flash, **_: _f
+        )
         out = to_numpy(compiled_call(layer, x)).astype("float64")
         assert layer.last_kernel.flash == flash
         errors[flash] = relative_error(out, expected)

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+import conv_self_attention
 from conv_self_attention import AttentionMonitor
 from conv_self_attention import SelfAttention2D
 from conv_self_attention import attention_statistics
@@ -76,7 +77,7 @@ def test_resumed_fit_keeps_one_entry_per_epoch_on_the_right_epochs():
     assert monitor.epochs == [1, 2, 4]
     for source, epochs in ((monitor, [1, 2, 4]), (history, [2, 4]),
                            (history.history, [1, 3])):
-        figure = diagnostics.plot_attention_statistics(source)
+        figure = conv_self_attention.plot_attention_statistics(source)
         panel = next(axis for axis in figure.axes
                      if axis.get_title() == "entropy")
         assert list(panel.lines[0].get_xdata()) == epochs

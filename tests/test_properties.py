@@ -7,7 +7,7 @@ conftest.py): 15 per test, derandomized, no deadline.
 import keras
 import numpy as np
 import pytest
-from backend_utils import compiled_call
+from helpers import compiled_call
 from hypothesis import given
 from hypothesis import strategies as st
 from reference import reference_self_attention
@@ -81,16 +81,28 @@ def _from_positions(tensor, like, data_format):
 
 @given(cases())
 def test_shapes_values_and_probabilities(case):
-    """Shapes equal `compute_output_shape`, values equal the reference, and
-    scores are probabilities (non-negative rows summing to 1)."""
+    """The drawn kernel runs and its values equal the reference; a twin
+    with the same weights that returns scores (which forces `dense`) gives
+    probabilities equal to the reference's (rows summing to 1); shapes
+    equal `compute_output_shape`."""
     rank, shape, kwargs, seed = case
     keras.utils.set_random_seed(seed)
-    layer = CLASSES[rank](return_attention_scores=True, **kwargs)
+    layer = CLASSES[rank](**kwargs)
     x = _inputs(shape, seed, kwargs["data_format"])
-    outputs, scores = (to_numpy(t) for t in compiled_call(layer, x))
-    assert (outputs.shape, scores.shape) == layer.compute_output_shape(x.shape)
+    outputs = to_numpy(compiled_call(layer, x))
+    assert layer.last_kernel.implementation == kwargs[
+        "attention_implementation"
+    ]
+    assert outputs.shape == layer.compute_output_shape(x.shape)
     expected_outputs, expected_scores = reference_self_attention(layer, x)
     np.testing.assert_allclose(outputs, expected_outputs, rtol=1e-4, atol=1e-4)
+    scored = CLASSES[rank].from_config(
+        {**layer.get_config(), "return_attention_scores": True}
+    )
+    scored.build(x.shape)
+    scored.set_weights(layer.get_weights())
+    scores = to_numpy(compiled_call(scored, x)[1])
+    assert scores.shape == scored.compute_output_shape(x.shape)[1]
     np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
     assert scores.dtype == np.float32
     assert (scores >= 0).all()

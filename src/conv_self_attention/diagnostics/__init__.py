@@ -4,8 +4,10 @@
 (gamma, contribution, entropy, mean distance, local mass, query
 dependence; see `conv_self_attention.diagnostics.statistics`),
 `AttentionMonitor` logs them during training and `GammaLogger` logs gamma
-alone; `plot_attention_statistics` and `plot_attention_distance` draw
-them (with matplotlib).
+alone. The plots of these (`plot_attention_statistics`,
+`plot_attention_distance`, with matplotlib) live in
+`conv_self_attention.visualize`, above this package, and are importable
+from `conv_self_attention` too.
 """
 
 from conv_self_attention.diagnostics.callbacks import AttentionMonitor
@@ -27,10 +29,6 @@ from conv_self_attention.diagnostics.statistics import LayerStatistics
 from conv_self_attention.diagnostics.statistics import attention_distances
 from conv_self_attention.diagnostics.statistics import attention_statistics
 
-# Last (sorted so): the plots read the diagnostics modules.
-from conv_self_attention.visualize.plots import plot_attention_distance
-from conv_self_attention.visualize.plots import plot_attention_statistics
-
 __all__ = [
     "AUTO_SAMPLE_SIZE",
     "MAX_BYTES",
@@ -48,8 +46,6 @@ __all__ = [
     "local_keys",
     "pairwise_distances",
     "plan_query_sample",
-    "plot_attention_distance",
-    "plot_attention_statistics",
     "query_coordinates",
     "sample_query_indices",
 ]

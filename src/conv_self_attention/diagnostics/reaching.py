@@ -5,6 +5,8 @@ import numpy as np
 from keras import ops
 
 from conv_self_attention.layers import BaseSelfAttention
+from conv_self_attention.layers.shapes import check_input_dtype
+from conv_self_attention.layers.shapes import check_input_shape
 
 
 def attention_layers(model):
@@ -159,10 +161,10 @@ def _layer_batch(layer, inputs):
         inputs = np.asarray(inputs)
     shape = tuple(inputs.shape)
     try:
-        layer._check_input_shape(shape)
+        check_input_shape(layer, shape)
         if layer.built:
-            channels = layer.input_spec.axes[layer._channel_axis]
-            if shape[layer._channel_axis] != channels:
+            channels = layer.input_spec.axes[layer.channel_axis]
+            if shape[layer.channel_axis] != channels:
                 raise ValueError(
                     f"the layer was built for {channels} channels. "
                     f"Received: input_shape={shape}"
@@ -174,5 +176,5 @@ def _layer_batch(layer, inputs):
     if shape[0] == 0:
         raise ValueError("`inputs` must hold at least one example.")
     # The layer's own check and words: integer inputs are refused.
-    layer._check_input_dtype(inputs.dtype)
+    check_input_dtype(layer, inputs.dtype)
     return inputs

@@ -7,10 +7,10 @@ import collections
 
 import numpy as np
 
-from conv_self_attention.checks import is_int
+from conv_self_attention.checks import non_negative_int
+from conv_self_attention.checks import pool_size as normalize_pool_size
 from conv_self_attention.checks import positive_int
 from conv_self_attention.layers import key_value_grid
-from conv_self_attention.layers.grid import normalize_pool_size
 
 # Most bytes the statistics' arrays take at once (see `plan_query_sample`).
 MAX_BYTES = 256 * 2**20
@@ -91,13 +91,8 @@ def plan_query_sample(
                         ("max_bytes", max_bytes)):
         positive_int(name, value)
     sample_size = positive_int("sample_size", sample_size, allow_none=True)
-    for name, value in (("example_floats", example_floats),
-                        ("row_floats", row_floats)):
-        if not is_int(value) or value < 0:
-            raise ValueError(
-                f"Invalid value for argument `{name}`. Expected a "
-                f"non-negative int. Received: {name}={value!r}"
-            )
+    non_negative_int("example_floats", example_floats)
+    non_negative_int("row_floats", row_floats)
     num_sampled = min(sample_size or AUTO_SAMPLE_SIZE, num_queries)
     per_row = BLOCK_ARRAYS * num_heads * num_keys + row_floats
 

@@ -51,8 +51,7 @@ import math
 import numpy as np
 from keras import ops
 
-from conv_self_attention.checks import is_int
-from conv_self_attention.checks import positive_int
+from conv_self_attention import checks
 from conv_self_attention.diagnostics.reaching import inputs_per_layer
 from conv_self_attention.diagnostics.sampling import MAX_BYTES
 from conv_self_attention.diagnostics.sampling import key_coordinates
@@ -61,6 +60,7 @@ from conv_self_attention.diagnostics.sampling import pairwise_distances
 from conv_self_attention.diagnostics.sampling import plan_query_sample
 from conv_self_attention.diagnostics.sampling import query_coordinates
 from conv_self_attention.diagnostics.sampling import sample_query_indices
+from conv_self_attention.kernels.dense import attention_logits
 
 STATISTICS = ("gamma", "contribution", "entropy", "mean_distance",
               "local_mass", "query_dependence")
@@ -180,22 +180,12 @@ def attention_distances(layer, inputs, *, sample_size=None, seed=0,
 
 
 def checked_options(per_head, sample_size, seed, max_bytes):
-    if not isinstance(per_head, (bool, np.bool_)):
-        raise ValueError(
-            "Invalid value for argument `per_head`. Expected a bool. "
-            f"Received: per_head={per_head!r}"
-        )
-    if not is_int(seed) or seed < 0:
-        raise ValueError(
-            "Invalid value for argument `seed`. Expected a non-negative "
-            f"int. Received: seed={seed!r}"
-        )
     return {
-        "per_head": bool(per_head),
-        "sample_size": positive_int("sample_size", sample_size,
-                                    allow_none=True),
-        "seed": int(seed),
-        "max_bytes": positive_int("max_bytes", max_bytes),
+        "per_head": checks.boolean("per_head", per_head),
+        "sample_size": checks.positive_int("sample_size", sample_size,
+                                           allow_none=True),
+        "seed": checks.non_negative_int("seed", seed),
+        "max_bytes": checks.positive_int("max_bytes", max_bytes),
     }
 
 
@@ -221,7 +211,7 @@ def _layer_statistics(layer, inputs, **options):
 def _run(layer, inputs, per_head, sample_size, seed, max_bytes,
          collect_weights=False):
     """Accumulates every statistic over blocks of examples and queries."""
-    spatial = layer._spatial_shape(inputs.shape)
+    spatial = layer.spatial_shape(inputs.shape)
     num_queries = math.prod(spatial)
     keys = key_coordinates(spatial, layer.pool_size)
     plan = plan_query_sample(
@@ -243,7 +233,7 @@ def _run(layer, inputs, per_head, sample_size, seed, max_bytes,
         query, key, value, shortcut = (
             ops.cast(t, "float32") for t in layer.attention_inputs(batch)
         )
-        scale = 1.0 / math.sqrt(query.shape[-1]) if layer.use_scale else 1.0
+        scale = layer.attention_scale
         squares, mean = _full_pass(layer, query, key, value, scale, plan,
                                    head_kernel)
         for offset in range(0, len(rows), plan.queries_per_step):
@@ -269,8 +259,8 @@ def _run(layer, inputs, per_head, sample_size, seed, max_bytes,
 
 def _floats_held(layer, input_shape, num_keys, per_head):
     """Float32 values held per example and per (example, query)."""
-    num_queries = math.prod(layer._spatial_shape(input_shape))
-    channels = input_shape[layer._channel_axis]
+    num_queries = math.prod(layer.spatial_shape(input_shape))
+    channels = input_shape[layer.channel_axis]
     widths = (layer.resolved_key_channels + layer.resolved_value_channels
               + layer.output_channels)
     # The projections of each example, before and after the float32 cast;
@@ -302,7 +292,7 @@ def _full_pass(layer, query, key, value, scale, plan, head_kernel):
     total = 0.0
     for start in range(0, num_queries, plan.queries_per_step):
         block = query[:, start : start + plan.queries_per_step]
-        logits = _logits(block, key, scale)
+        logits = attention_logits(block, key, scale)
         weights = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))
         del logits
         # The softmax's division is applied to the small results only.
@@ -315,11 +305,6 @@ def _full_pass(layer, query, key, value, scale, plan, head_kernel):
         squares = squares + _output_squares(layer, context, head_kernel)
     return squares, ops.convert_to_tensor(
         (total / num_queries).astype("float32"))
-
-
-def _logits(query, key, scale):
-    logits = ops.einsum("bnhd,bmhd->bhnm", query, key)
-    return logits * scale if scale != 1.0 else logits
 
 
 def _output_squares(layer, context, head_kernel):
@@ -342,8 +327,9 @@ def _output_squares(layer, context, head_kernel):
 def _add_row_stats(sums, offset, block, query, key, scale, mean, grid):
     """Adds entropy, distance, local mass and query dependence of the
     sampled queries `block`, per head."""
-    logits = _logits(ops.take(query, ops.convert_to_tensor(block), axis=1),
-                     key, scale)
+    logits = attention_logits(
+        ops.take(query, ops.convert_to_tensor(block), axis=1), key, scale
+    )
     shifted = logits - ops.max(logits, axis=-1, keepdims=True)
     del logits
     exponentials = ops.exp(shifted)

@@ -18,128 +18,42 @@ Implementations, all exact (equal to the dense softmax to float tolerance):
 - `auto`: see `conv_self_attention.kernels.auto`.
 
 Each call is planned, then run: `plan_attention` finds the device
-(`conv_self_attention.kernels.device`), resolves `auto`, the fused
-kernel's dtype and the chunked kernel's blocks into a `KernelCall`, and
-`run_attention` runs it. `attention` does both; the layers keep the
-`KernelCall` of their latest call as `layer.last_kernel`.
+(`conv_self_attention.kernels.device`) and whether an exporter traces the
+call, and `plan_kernel` (`conv_self_attention.kernels.plan`, pure) resolves
+`auto`, the fused kernel's dtype and the chunked kernel's blocks into a
+`KernelCall`; `run_attention` runs it. `attention` does both; the layers
+keep the `KernelCall` of their latest call as `layer.last_kernel`.
 """
-
-import typing
 
 import keras
 
-from conv_self_attention.checks import is_int
-from conv_self_attention.checks import positive_int
 from conv_self_attention.kernels.auto import flash_eligible
 from conv_self_attention.kernels.auto import select_implementation
-from conv_self_attention.kernels.chunked import BlockPlan
 from conv_self_attention.kernels.chunked import chunked_attention
-from conv_self_attention.kernels.chunked import plan_blocks
 from conv_self_attention.kernels.dense import dense_attention
-from conv_self_attention.kernels.device import Device
-from conv_self_attention.kernels.device import find_device
+from conv_self_attention.kernels.device import on_compute_device
 from conv_self_attention.kernels.fused import fused_attention
+from conv_self_attention.kernels.plan import IMPLEMENTATIONS
+from conv_self_attention.kernels.plan import KernelCall
+from conv_self_attention.kernels.plan import plan_attention
+from conv_self_attention.kernels.plan import plan_kernel
+from conv_self_attention.kernels.plan import validate_implementation
 
-IMPLEMENTATIONS = ("auto", "dense", "chunked", "fused")
-
-
-def validate_implementation(implementation):
-    """Raises `ValueError` unless `implementation` is a known kernel name."""
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            "Invalid value for argument `attention_implementation`. Expected "
-            f"one of {IMPLEMENTATIONS}. Received: "
-            f"attention_implementation={implementation!r}"
-        )
-
-
-class KernelCall(typing.NamedTuple):
-    """Which kernel an attention call runs, and how.
-
-    `layer.last_kernel` holds the one of a layer's latest call;
-    `plan_attention` returns it without running the call.
-
-    Attributes:
-        implementation: the concrete kernel, `"dense"`, `"chunked"` or
-            `"fused"` (never `"auto"`).
-        chunk_size: query positions per block of the chunked kernel (a
-            Python int), `None` for the other kernels.
-        per_image: whether the chunked kernel's blocks hold one image at a
-            time (`chunked.plan_blocks`); `False` for the other kernels.
-        flash: whether `fused` feeds q, k and v in the compute dtype to a
-            flash kernel (`auto.flash_eligible`); `False` otherwise.
-        device: the `device.Device` the computation runs on.
-
-    Example:
-
-    ```python
-    >>> layer = SelfAttention2D(attention_implementation="chunked")
-    >>> _ = layer(np.zeros((1, 8, 8, 16), "float32"))
-    >>> layer.last_kernel.implementation, layer.last_kernel.per_image
-    ('chunked', False)
-    ```
-    """
-
-    implementation: str
-    chunk_size: int | None
-    per_image: bool
-    flash: bool
-    device: Device
+__all__ = [
+    "IMPLEMENTATIONS",
+    "KernelCall",
+    "attention",
+    "flash_eligible",
+    "plan_attention",
+    "plan_kernel",
+    "run_attention",
+    "select_implementation",
+    "validate_implementation",
+]
 
 
-def plan_attention(
-    query,
-    key,
-    value,
-    *,
-    implementation="auto",
-    chunk_size=None,
-    return_scores=False,
-):
-    """The `KernelCall` that `attention(...)` runs for these inputs.
 
-    Reads only the inputs' static shapes and dtypes and the device, so it
-    works on traced tensors (a traced call records what was traced).
-
-    Args:
-        query: `(B, N, h, dk)` tensor.
-        key: `(B, M, h, dk)` tensor.
-        value: `(B, M, h, dv)` tensor.
-        implementation: `"auto"`, `"dense"`, `"chunked"` or `"fused"`.
-        chunk_size: query positions per block for `"chunked"`, or `None`.
-        return_scores: whether the scores are asked for (forces `dense`).
-
-    Returns:
-        A `KernelCall`.
-
-    Raises:
-        ValueError: for an unknown `implementation` or a `chunk_size` that
-            is not `None` or a positive int.
-    """
-    validate_implementation(implementation)
-    chunk_size = positive_int("chunk_size", chunk_size, allow_none=True)
-    device = find_device(query)
-    inputs = _describe_inputs(query, key, value, device)
-    if return_scores:
-        implementation = "dense"
-    elif implementation == "auto":
-        implementation = select_implementation(**inputs)
-    if implementation == "chunked":
-        batch, num_queries, heads, _ = query.shape
-        plan = plan_blocks(
-            num_queries, key.shape[1], batch, heads, device.platform,
-            chunk_size,
-        )
-        return KernelCall("chunked", *plan, False, device)
-    flash = implementation == "fused" and flash_eligible(
-        **{name: inputs[name] for name in _ELIGIBILITY_ARGUMENTS}
-    )
-    return KernelCall(implementation, None, False, flash, device)
-
-
-def run_attention(
-    kernel_call, query, key, value, *, scale, return_scores=False
-):
+def run_attention(kernel_call, query, key, value, *, scale):
     """Runs the `KernelCall` from `plan_attention` on the inputs.
 
     Args:
@@ -148,38 +62,41 @@ def run_attention(
         key: `(B, M, h, dk)` tensor.
         value: `(B, M, h, dv)` tensor.
         scale: python float multiplying the logits (1.0 for SAGAN).
-        return_scores: also return the `(B, h, N, M)` float32 softmax
-            probabilities (needs a `dense` call).
 
     Returns:
-        `out` of shape `(B, N, h, dv)` in `value.dtype`, or `(out, scores)`
-        when `return_scores` is true.
+        `(out, scores)`: `out` of shape `(B, N, h, dv)` in `value.dtype`;
+        `scores` the `(B, h, N, M)` float32 softmax probabilities when
+        `kernel_call.scores`, else `None`.
 
     Raises:
         ValueError: when the flash kernel rejects the inputs; the message
             names the kernel, device, dtype and reason.
     """
     scale = float(scale)
-    query, key, value = _on_compute_device(query, key, value)
+    query, key, value = on_compute_device(query, key, value)
     implementation = kernel_call.implementation
     if implementation == "dense":
         out, scores = dense_attention(query, key, value, scale)
-        return (out, scores) if return_scores else out
-    if return_scores:
-        raise ValueError(
-            "Attention scores need the dense kernel. Received: "
-            f"kernel_call={kernel_call}"
-        )
+        return out, scores if kernel_call.scores else None
     if implementation == "chunked":
-        plan = BlockPlan(kernel_call.chunk_size, kernel_call.per_image)
-        return chunked_attention(query, key, value, scale, plan)
+        out = chunked_attention(
+            query, key, value, scale, kernel_call.blocks,
+            exporting=kernel_call.exporting,
+        )
+        return out, None
     platform = kernel_call.device.platform
     if not kernel_call.flash:
-        return fused_attention(query, key, value, scale, False, platform)
+        out = fused_attention(
+            query, key, value, scale, flash=False, platform=platform
+        )
+        return out, None
     try:
-        return fused_attention(query, key, value, scale, True, platform)
+        out = fused_attention(
+            query, key, value, scale, flash=True, platform=platform
+        )
     except (RuntimeError, NotImplementedError, ValueError) as error:
         raise ValueError(_flash_rejection(kernel_call, value, error)) from error
+    return out, None
 
 
 def _flash_rejection(kernel_call, value, error):
@@ -250,43 +167,5 @@ def attention(
         chunk_size=chunk_size,
         return_scores=return_scores,
     )
-    return run_attention(
-        kernel_call, query, key, value, scale=scale,
-        return_scores=return_scores,
-    )
-
-
-_ELIGIBILITY_ARGUMENTS = (
-    "backend",
-    "platform",
-    "compute_capability",
-    "dtype",
-    "key_width",
-    "value_width",
-)
-
-
-def _on_compute_device(*tensors):
-    """The inputs as tensors where Keras computes on them. torch's Keras
-    ops move a tensor from another device to Keras' (`device.find_device`)
-    but `ops.cast` to its own dtype does not, and the torch kernels call
-    torch directly: without this, a CPU input beside a GPU one reaches
-    SDPA. A no-op for tensors already there (and for traced ones)."""
-    return tuple(keras.ops.convert_to_tensor(tensor) for tensor in tensors)
-
-
-def _describe_inputs(query, key, value, device):
-    """The plain values that `select_implementation` decides on."""
-    batch, num_queries, heads, key_width = query.shape
-    dtype = keras.backend.result_type(query.dtype, key.dtype, value.dtype)
-    return {
-        "backend": keras.backend.backend(),
-        "platform": device.platform,
-        "compute_capability": device.compute_capability,
-        "dtype": dtype,
-        "num_queries": num_queries,
-        "num_keys": key.shape[1],
-        "batch_heads": batch * heads if is_int(batch) else None,
-        "key_width": key_width,
-        "value_width": value.shape[-1],
-    }
+    out, scores = run_attention(kernel_call, query, key, value, scale=scale)
+    return (out, scores) if return_scores else out

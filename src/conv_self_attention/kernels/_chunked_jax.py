@@ -14,12 +14,15 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def chunked_attention(query, key, value, scale, chunk_size, per_image):
+def chunked_attention(query, key, value, scale, plan, *, exporting):
     """`query (B, h, N, dk)`, `key (B, h, M, dk)`, `value (B, h, M, dv)`,
-    all float32, to `(B, h, N, dv)` float32; `per_image`: blocks of one
-    image at a time (`lax.map` over the batch, which may be symbolic)."""
-    scale, chunk_size = float(scale), int(chunk_size)
-    if not per_image:
+    all float32, to `(B, h, N, dv)` float32 in the blocks of `plan` (a
+    `BlockPlan`); `plan.per_image`: blocks of one image at a time
+    (`lax.map` over the batch, which may be symbolic)."""
+    # Exported TF and JAX programs hold the same ops as any trace.
+    del exporting
+    scale, chunk_size = float(scale), int(plan.chunk_size)
+    if not plan.per_image:
         return _attend(query, key, value, scale, chunk_size)
 
     def one_image(image):

@@ -17,12 +17,15 @@ import tensorflow as tf
 _PARALLEL_ITERATIONS = 1
 
 
-def chunked_attention(query, key, value, scale, chunk_size, per_image):
+def chunked_attention(query, key, value, scale, plan, *, exporting):
     """`query (B, h, N, dk)`, `key (B, h, M, dk)`, `value (B, h, M, dv)`,
-    all float32, to `(B, h, N, dv)` float32; `per_image`: blocks of one
-    image at a time (`tf.map_fn` over the batch, which may be unknown)."""
-    scale, chunk_size = float(scale), int(chunk_size)
-    if not per_image:
+    all float32, to `(B, h, N, dv)` float32 in the blocks of `plan` (a
+    `BlockPlan`); `plan.per_image`: blocks of one image at a time
+    (`tf.map_fn` over the batch, which may be unknown)."""
+    # Exported TF and JAX programs hold the same ops as any trace.
+    del exporting
+    scale, chunk_size = float(scale), int(plan.chunk_size)
+    if not plan.per_image:
         return _whole_batch(query, key, value, scale, chunk_size)
 
     def one_image(image):

@@ -5,25 +5,26 @@ Eager torch knows N, so blocks are plain slices (the last may be short)
 and nothing is padded. Only O(N x d) tensors and the row log-sum-exp are
 saved for the backward pass.
 
-Exporters (`torch.export`, `torch.onnx.export` with or without dynamo)
-get the same blocks as plain functional ops instead: the in-place writes
-of the `autograd.Function` did not survive the TorchScript ONNX exporter
-(the attention vanished from the graph), and a Python loop over the
-images fixes the batch of the trace. Exported blocks therefore always
-span the whole batch, with the planned block size.
+Calls traced for an exporter (`torch.export`, `torch.onnx.export` with or
+without dynamo; the plan's `exporting`, see `device.is_exporting`) get the
+same blocks as plain functional ops instead: the in-place writes of the
+`autograd.Function` did not survive the TorchScript ONNX exporter (the
+attention vanished from the graph). Their blocks span the whole batch, as
+planned (`chunked.plan_blocks`): a loop over the images would fix the
+batch of the exported program.
 """
 
 import torch
 
 
-def chunked_attention(query, key, value, scale, chunk_size, per_image):
+def chunked_attention(query, key, value, scale, plan, *, exporting):
     """`query (B, h, N, dk)`, `key (B, h, M, dk)`, `value (B, h, M, dv)`,
-    all float32, to `(B, h, N, dv)` float32; `per_image`: blocks of one
-    image at a time (whole-batch blocks when exported, module docstring)."""
-    scale, chunk_size = float(scale), int(chunk_size)
-    if _exporting():
+    all float32, to `(B, h, N, dv)` float32 in the blocks of `plan` (a
+    `BlockPlan`); `exporting`: functional ops for an exporter."""
+    scale, chunk_size = float(scale), int(plan.chunk_size)
+    if exporting:
         return _exported_forward(query * scale, key, value, chunk_size)
-    if not per_image:
+    if not plan.per_image:
         return _ChunkedAttention.apply(query, key, value, scale, chunk_size)
     return torch.cat(
         [
@@ -34,13 +35,6 @@ def chunked_attention(query, key, value, scale, chunk_size, per_image):
             for i in range(query.shape[0])
         ]
     )
-
-
-def _exporting():
-    """Whether torch traces the call into a graph for an exporter."""
-    # `is_exporting` appeared in torch 2.6; before it, only tracing shows.
-    is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
-    return torch.jit.is_tracing() or is_exporting()
 
 
 def _exported_forward(scaled, key, value, chunk_size):

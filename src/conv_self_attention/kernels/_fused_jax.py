@@ -10,9 +10,9 @@ import jax
 from keras import ops
 
 
-def fused_attention(query, key, value, scale, in_compute_dtype, platform):
+def fused_attention(query, key, value, scale, *, flash, platform):
     """`(B, N, h, d)` inputs of one width and dtype to `(B, N, h, d)`."""
-    if not in_compute_dtype:
+    if not flash:
         # float32: XLA's attention (cuDNN takes only float16/bfloat16).
         return ops.dot_product_attention(query, key, value, scale=scale)
     implementation = "cudnn" if platform == "gpu" else "xla"

@@ -16,13 +16,13 @@ _FUSED_BACKENDS = [
 ]
 
 
-def fused_attention(query, key, value, scale, in_compute_dtype, platform):
+def fused_attention(query, key, value, scale, *, flash, platform):
     """`(B, N, h, d)` inputs of one width and dtype to `(B, N, h, d)`.
 
-    `in_compute_dtype` and `platform` need no handling here: SDPA takes
-    whatever dtype it is given and picks its kernel by the tensors' device.
+    `flash` and `platform` need no handling here: SDPA takes whatever
+    dtype it is given and picks its kernel by the tensors' device.
     """
-    del in_compute_dtype, platform
+    del flash, platform
     query, key, value = (
         tensor.transpose(1, 2).contiguous() for tensor in (query, key, value)
     )

@@ -7,7 +7,8 @@ once (`kernels.device`) and passes it in.
 
 The rule, in order:
 
-1. Scores asked for: `dense` (only it has the N x M matrix to return).
+1. Scores asked for: `dense`, decided before this rule by `plan.plan_kernel`
+   (only `dense` has the N x M matrix to return).
 2. A flash kernel is eligible (`flash_eligible`: torch or JAX on an NVIDIA
    GPU of compute capability 8.0+, float16/bfloat16, head width within the
    kernel's limit): `fused`, fed q, k, v in the compute dtype.
@@ -148,7 +149,6 @@ def select_implementation(
     batch_heads,
     key_width,
     value_width,
-    return_scores=False,
 ):
     """Returns the kernel name `auto` stands for (the `kernels.auto` rule).
 
@@ -164,13 +164,10 @@ def select_implementation(
         batch_heads: batch size x heads, `None` when unknown.
         key_width: per-head width of q and k.
         value_width: per-head width of v.
-        return_scores: whether the scores are asked for.
 
     Returns:
         One of `"dense"`, `"chunked"` or `"fused"`.
     """
-    if return_scores:
-        return "dense"
     if flash_eligible(
         backend=backend,
         platform=platform,

@@ -79,7 +79,8 @@ def block_elements(platform):
 
 
 def plan_blocks(
-    num_queries, num_keys, batch, heads, platform, chunk_size=None
+    num_queries, num_keys, batch, heads, platform, chunk_size=None, *,
+    exporting=False,
 ):
     """How the chunked kernel splits the work, as a pure function.
 
@@ -98,6 +99,12 @@ def plan_blocks(
     it is only clipped to N. The bound needs M; when M is unknown, the
     chunk is the range's middle value.
 
+    Traced for an exporter (`exporting`, torch only: `device.is_exporting`)
+    blocks always span the whole batch (`per_image=False`): a loop over the
+    images would fix the batch of the exported program. Their size is
+    planned as above, so a block of an exported program holds the planned
+    logits times the runtime batch when the batch was unknown.
+
     Args:
         num_queries: N, or `None` when unknown at trace time.
         num_keys: M, or `None` when unknown at trace time.
@@ -105,6 +112,7 @@ def plan_blocks(
         heads: the number of heads.
         platform: the device platform (`"cpu"`, `"gpu"`, ...).
         chunk_size: the layer's `chunk_size`, or `None` for the default.
+        exporting: whether an exporter traces the call.
 
     Returns:
         A `BlockPlan(chunk_size, per_image)`; `chunk_size` a Python int.
@@ -120,7 +128,7 @@ def plan_blocks(
     if is_int(num_queries):
         # A block larger than N would only pad N with wasted rows.
         chunk_size = max(1, min(chunk_size, num_queries))
-    return BlockPlan(int(chunk_size), per_image)
+    return BlockPlan(int(chunk_size), per_image and not exporting)
 
 
 def _default_blocks(num_queries, num_keys, batch, heads, platform):
@@ -146,35 +154,19 @@ def _round_chunk(chunk_size):
     return chunk_size // CHUNK_MULTIPLE * CHUNK_MULTIPLE
 
 
-def chunked_attention(query, key, value, scale, plan):
+def chunked_attention(query, key, value, scale, plan, *, exporting=False):
     """`(B, N, h, dk)`, `(B, M, h, dk)`, `(B, M, h, dv)` to `(B, N, h, dv)`
     in `value.dtype`, computed in float32 in the blocks of `plan` (a
-    `BlockPlan`, see `plan_blocks`)."""
-    chunk_size, per_image = plan
-    module_name = _BACKEND_MODULES.get(keras.backend.backend())
+    `BlockPlan`, see `plan_blocks`); `exporting` as planned."""
+    backend_kernel = importlib.import_module(
+        _BACKEND_MODULES[keras.backend.backend()]
+    )
     # (B, N, h, d) -> (B, h, N, d): blocks then slice a contiguous axis.
     query, key, float_value = (
         ops.transpose(ops.cast(tensor, "float32"), (0, 2, 1, 3))
         for tensor in (query, key, value)
     )
-    if module_name is None:
-        out = _chunked_attention_ops(query, key, float_value, scale, chunk_size)
-    else:
-        backend_kernel = importlib.import_module(module_name)
-        out = backend_kernel.chunked_attention(
-            query, key, float_value, scale, chunk_size, per_image
-        )
+    out = backend_kernel.chunked_attention(
+        query, key, float_value, scale, plan, exporting=exporting
+    )
     return ops.cast(ops.transpose(out, (0, 2, 1, 3)), value.dtype)
-
-
-def _chunked_attention_ops(query, key, value, scale, chunk_size):
-    """Forward-only fallback for other backends (no autodiff to bound);
-    blocks span the whole batch."""
-    blocks = []
-    for start in range(0, query.shape[2], chunk_size):
-        logits = ops.einsum(
-            "bhnd,bhmd->bhnm", query[:, :, start : start + chunk_size], key
-        )
-        probs = ops.softmax(logits * scale, axis=-1)
-        blocks.append(ops.einsum("bhnm,bhmd->bhnd", probs, value))
-    return ops.concatenate(blocks, axis=2)

@@ -37,12 +37,42 @@ def find_device(tensor):
     """The `Device` that computes on `tensor` with the current backend."""
     backend = keras.backend.backend()
     if backend == "torch":
-        return _torch_device(_torch_tensor(tensor).device)
+        (tensor,) = on_compute_device(tensor)
+        return _torch_device(tensor.device)
     if backend == "jax":
         return _jax_device(tensor)
     if backend == "tensorflow":
         return _tensorflow_device(tensor)
     return CPU
+
+
+def on_compute_device(*tensors):
+    """The tensors where Keras computes on them.
+
+    torch's Keras ops move a tensor from another device (and put a NumPy
+    input) on Keras' device, but `ops.cast` to its own dtype does not,
+    and the torch kernels call torch directly: without this a CPU input
+    beside a GPU one would reach SDPA. A no-op for tensors already there
+    (and for traced ones) on every backend.
+    """
+    return tuple(keras.ops.convert_to_tensor(tensor) for tensor in tensors)
+
+
+def is_exporting():
+    """Whether an exporter traces the current call into a graph.
+
+    Only torch can tell: `torch.export` and both ONNX exporters (the
+    TorchScript tracer, and dynamo's, which runs `torch.export`). A
+    TensorFlow or JAX export traces the same ops as any `tf.function` or
+    `jax.jit`, so they need no branch and this is `False` for them.
+    """
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    # `is_exporting` appeared in torch 2.6; before it, only tracing shows.
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+    return bool(torch.jit.is_tracing() or exporting())
 
 
 def parse_capability(text):
@@ -68,13 +98,6 @@ def parse_device_name(name):
     kind = kind.lower()
     kind = "gpu" if kind == "cuda" else kind
     return kind, int(index) if index.isdigit() else 0
-
-
-def _torch_tensor(tensor):
-    """`tensor` where Keras' torch ops compute on it: they move a tensor
-    from another device (and put a NumPy input) on Keras' device first.
-    A tensor already there is returned as it is."""
-    return keras.ops.convert_to_tensor(tensor)
 
 
 def _torch_device(device):

@@ -16,7 +16,7 @@ Two paths, chosen by the caller (`attention(...)` asks
   memory-efficient one), so it never holds N x M. JAX and TensorFlow run
   `keras.ops.dot_product_attention`, which there is XLA's or TF's plain
   softmax over N x M: `auto` never picks `fused` on them in float32.
-- compute dtype (`in_compute_dtype=True`): q, k, v stay float16/bfloat16
+- compute dtype (`flash=True`): q, k, v stay float16/bfloat16
   and go to a flash kernel that accumulates q·k and the softmax in
   float32. torch: SDPA without its math path (flash, memory-efficient or
   cuDNN on CUDA; the flash kernel on CPU). JAX: `jax.nn.dot_product_attention`
@@ -53,23 +53,22 @@ def _pad_last_axis(tensor, width):
     return ops.pad(tensor, [[0, 0], [0, 0], [0, 0], [0, extra]])
 
 
-def fused_attention(
-    query, key, value, scale, in_compute_dtype=False, platform="cpu"
-):
+def fused_attention(query, key, value, scale, *, flash=False, platform="cpu"):
     """`(B, N, h, dk)`, `(B, M, h, dk)`, `(B, M, h, dv)` to `(B, N, h, dv)`
     in `value.dtype`.
 
     Args:
         query, key, value: the attention inputs.
         scale: python float multiplying the logits.
-        in_compute_dtype: feed the flash kernel q, k, v in `value.dtype`
-            instead of float32 (module docstring: where it may be used).
+        flash: feed a flash kernel q, k, v in `value.dtype` instead of
+            float32 (`KernelCall.flash`; module docstring: where it may be
+            used).
         platform: the device platform (`kernels.device`); on JAX it picks
             cuDNN (`"gpu"`) or XLA for the compute-dtype path.
     """
     value_width = value.shape[-1]
     width = padded_width(query.shape[-1], value_width)
-    dtype = value.dtype if in_compute_dtype else "float32"
+    dtype = value.dtype if flash else "float32"
     query, key, padded_value = (
         _pad_last_axis(ops.cast(tensor, dtype), width)
         for tensor in (query, key, value)
@@ -78,7 +77,7 @@ def fused_attention(
     if module_name is not None:
         backend_kernel = importlib.import_module(module_name)
         out = backend_kernel.fused_attention(
-            query, key, padded_value, scale, in_compute_dtype, platform
+            query, key, padded_value, scale, flash=flash, platform=platform
         )
     else:
         out = ops.dot_product_attention(query, key, padded_value, scale=scale)

@@ -1,18 +1,20 @@
 """The N-D SAGAN self-attention layer shared by the 1D, 2D and 3D classes."""
 
 import math
+import types
 
 import keras
 from keras import ops
 
+from conv_self_attention import checks
 from conv_self_attention import kernels
-from conv_self_attention.checks import positive_int
-from conv_self_attention.layers import arguments
+from conv_self_attention.layers import shapes
+from conv_self_attention.layers.config_value import ConfigValue
+from conv_self_attention.layers.config_value import config_of
 from conv_self_attention.layers.grid import key_value_grid
-from conv_self_attention.layers.grid import normalize_pool_size
-from conv_self_attention.layers.grid import num_positions
-from conv_self_attention.layers.kernel_choice import current_kernel
-from conv_self_attention.layers.projection import PointwiseProjection
+from conv_self_attention.layers.kernel_choice import requested_kernel
+from conv_self_attention.layers.projection import attention_inputs
+from conv_self_attention.layers.projection import build_projections
 
 
 class BaseSelfAttention(keras.layers.Layer):
@@ -37,8 +39,11 @@ class BaseSelfAttention(keras.layers.Layer):
     Positions are numbered row-major over the spatial axes. Logits and the
     softmax are computed in float32, also under mixed precision.
 
-    This is the base class; use `SelfAttention1D`, `SelfAttention2D` or
-    `SelfAttention3D`.
+    This is the base class to subclass (for example to override
+    `_compute_attention`); it is not registered for saving on its own, so
+    use `SelfAttention1D`, `SelfAttention2D` or `SelfAttention3D` in
+    models. The constructor arguments are read-only attributes of the
+    layer (`layer.num_heads`); setting one raises `AttributeError`.
 
     Args:
         rank: number of spatial axes (1, 2 or 3).
@@ -104,9 +109,13 @@ class BaseSelfAttention(keras.layers.Layer):
         last_kernel: read-only `kernels.KernelCall` of the latest call:
             the kernel that ran (`"dense"`, `"chunked"` or `"fused"`,
             never `"auto"`), the chunked kernel's block size, and more.
-            Set when `call` runs or is traced; `None` before the first.
+            Set when `call` runs or is traced; `None` before the first,
+            and for a call whose `_compute_attention` ran no kernel.
             `use_attention_kernel` chooses another kernel for a while
             (e.g. for an export) without changing the config.
+        channel_axis: the channel axis of the inputs (`-1` or `1`).
+        attention_scale: the factor on the logits once built: `1.0`, or
+            `1 / sqrt(key_channels / num_heads)` with `use_scale`.
 
     Raises:
         ValueError: at construction, for an invalid argument (the message
@@ -129,6 +138,26 @@ class BaseSelfAttention(keras.layers.Layer):
         - [Miyato et al., 2018](https://arxiv.org/abs/1802.05957)
           (spectral normalization)
     """
+
+    rank = ConfigValue(config_key=None)
+    filters = ConfigValue()
+    num_heads = ConfigValue()
+    key_channels = ConfigValue()
+    value_channels = ConfigValue()
+    pool_size = ConfigValue()
+    use_scale = ConfigValue()
+    initial_gamma = ConfigValue(config_key="gamma")
+    gamma_trainable = ConfigValue()
+    activation = ConfigValue(serialize=keras.activations.serialize)
+    use_bias = ConfigValue()
+    spectral_norm = ConfigValue()
+    return_attention_scores = ConfigValue()
+    data_format = ConfigValue()
+    attention_implementation = ConfigValue()
+    chunk_size = ConfigValue()
+    kernel_initializer = ConfigValue(serialize=keras.initializers.serialize)
+    kernel_regularizer = ConfigValue(serialize=keras.regularizers.serialize)
+    kernel_constraint = ConfigValue(serialize=keras.constraints.serialize)
 
     def __init__(
         self,
@@ -154,102 +183,64 @@ class BaseSelfAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.rank = rank
-        self.filters = positive_int("filters", filters, allow_none=True)
-        self.num_heads = positive_int("num_heads", num_heads)
-        self.key_channels = arguments.head_multiple(
-            "key_channels", key_channels, self.num_heads
+        self._rank = rank
+        self._filters = checks.positive_int("filters", filters, allow_none=True)
+        self._num_heads = checks.positive_int("num_heads", num_heads)
+        self._key_channels = checks.head_multiple(
+            "key_channels", key_channels, num_heads
         )
-        self.value_channels = arguments.head_multiple(
-            "value_channels", value_channels, self.num_heads
+        self._value_channels = checks.head_multiple(
+            "value_channels", value_channels, num_heads
         )
-        self.pool_size = normalize_pool_size(pool_size, rank)
-        self.use_scale = arguments.boolean("use_scale", use_scale)
-        self.initial_gamma = arguments.finite_float("gamma", gamma)
-        self.gamma_trainable = arguments.boolean(
+        self._pool_size = checks.pool_size(pool_size, rank)
+        self._use_scale = checks.boolean("use_scale", use_scale)
+        self._initial_gamma = checks.finite_float("gamma", gamma)
+        self._gamma_trainable = checks.boolean(
             "gamma_trainable", gamma_trainable
         )
-        self.activation = arguments.keras_object(
+        self._activation = checks.keras_object(
             keras.activations.get, "activation", activation
         )
-        self.use_bias = arguments.boolean("use_bias", use_bias)
-        self.spectral_norm = arguments.boolean(
-            "spectral_norm", spectral_norm
-        )
-        self.return_attention_scores = arguments.boolean(
+        self._use_bias = checks.boolean("use_bias", use_bias)
+        self._spectral_norm = checks.boolean("spectral_norm", spectral_norm)
+        self._return_attention_scores = checks.boolean(
             "return_attention_scores", return_attention_scores
         )
-        self.data_format = arguments.data_format(data_format)
+        self._data_format = checks.data_format(data_format)
         kernels.validate_implementation(attention_implementation)
-        self.attention_implementation = attention_implementation
-        self.chunk_size = positive_int(
+        self._attention_implementation = attention_implementation
+        self._chunk_size = checks.positive_int(
             "chunk_size", chunk_size, allow_none=True
         )
-        self._last_kernel = None
-        self.kernel_initializer = arguments.keras_object(
+        self._kernel_initializer = checks.keras_object(
             keras.initializers.get, "kernel_initializer", kernel_initializer
         )
-        self.kernel_regularizer = arguments.keras_object(
+        self._kernel_regularizer = checks.keras_object(
             keras.regularizers.get, "kernel_regularizer", kernel_regularizer
         )
-        self.kernel_constraint = arguments.keras_object(
+        self._kernel_constraint = checks.keras_object(
             keras.constraints.get, "kernel_constraint", kernel_constraint
         )
+        # A holder, not an attribute of the layer: exporters (torch.export)
+        # restore a module's attributes after tracing, and what a trace
+        # ran is what `last_kernel` must then say.
+        self._last_kernel = types.SimpleNamespace(call=None)
         self.input_spec = keras.layers.InputSpec(ndim=rank + 2)
 
     @property
     def last_kernel(self):
         """The `kernels.KernelCall` of the latest call (see `Attributes`)."""
-        return self._last_kernel
+        return self._last_kernel.call
 
     @property
-    def _channel_axis(self):
-        return -1 if self.data_format == "channels_last" else 1
+    def channel_axis(self):
+        """The channel axis of the inputs: `-1` or `1` (`data_format`)."""
+        return shapes.channel_axis(self.data_format)
 
-    def _spatial_shape(self, input_shape):
-        if self.data_format == "channels_last":
-            return tuple(input_shape[1:-1])
-        return tuple(input_shape[2:])
-
-    def _check_input_shape(self, input_shape):
-        """Raises `ValueError` for an input shape this layer cannot take."""
-        input_shape = tuple(input_shape)
-        if len(input_shape) != self.rank + 2:
-            raise ValueError(
-                f"`{type(self).__name__}` expects inputs of rank "
-                f"{self.rank + 2}: (batch, {self.rank} spatial axes, "
-                f"channels). Received: input_shape={input_shape}"
-            )
-        if input_shape[self._channel_axis] is None:
-            raise ValueError(
-                "The channel dimension of the inputs must be known. "
-                f"Received: input_shape={input_shape}"
-            )
-        spatial = self._spatial_shape(input_shape)
-        if any(size is not None and size < 1 for size in spatial):
-            raise ValueError(
-                "Every spatial size of the inputs must be positive. "
-                f"Received: input_shape={input_shape}"
-            )
-        if self.pool_size is not None:
-            for size, pool in zip(spatial, self.pool_size, strict=True):
-                if size is not None and pool > size:
-                    raise ValueError(
-                        "`pool_size` must not exceed the spatial size of "
-                        f"the inputs. Received: pool_size={self.pool_size} "
-                        f"for input_shape={input_shape}"
-                    )
-
-    def _check_input_dtype(self, dtype):
-        """Raises `TypeError` unless the inputs have a floating dtype."""
-        # Backends disagree on integer inputs (TF fails deep in `call`, JAX
-        # and torch silently promote), so refuse them up front everywhere.
-        dtype = keras.backend.standardize_dtype(dtype)
-        if not keras.backend.is_float_dtype(dtype):
-            raise TypeError(
-                f"`{type(self).__name__}` expects floating-point inputs. "
-                f"Received: inputs.dtype={dtype}"
-            )
+    def spatial_shape(self, input_shape):
+        """The spatial sizes of an input shape, e.g. `(28, 28)` of
+        `(None, 28, 28, 3)` (of `(None, 3, 28, 28)` channels first)."""
+        return shapes.spatial_shape(input_shape, self.data_format)
 
     def key_value_spatial_shape(self, spatial_shape):
         """The key/value grid for an input map of `spatial_shape`.
@@ -276,55 +267,38 @@ class BaseSelfAttention(keras.layers.Layer):
             dtype: `query` `(B, N, h, dk / h)`, `key` `(B, M, h, dk / h)`,
             `value` `(B, M, h, dv / h)` and `shortcut` `(B, *spatial, F)`.
         """
-        x = inputs
-        if self.data_format == "channels_first":
-            x = ops.moveaxis(x, 1, -1)
-        query = self.query_projection(x, training=training)
-        key = self._pool(self.key_projection(x, training=training))
-        value = self._pool(self.value_projection(x, training=training))
-        shortcut = x
-        if self.shortcut_projection is not None:
-            shortcut = self.shortcut_projection(x, training=training)
-        return (
-            self._split_heads(query), self._split_heads(key),
-            self._split_heads(value), shortcut,
-        )
+        return attention_inputs(self, inputs, training)
 
     def build(self, input_shape):
-        self._check_input_shape(input_shape)
-        channels = input_shape[self._channel_axis]
+        shapes.check_input_shape(self, input_shape)
+        channels = input_shape[self.channel_axis]
         self.output_channels = self.filters or channels
-        self.resolved_key_channels = (
-            self.key_channels
-            or arguments.default_channels(
-                self.output_channels // 8, self.num_heads
-            )
+        heads = self.num_heads
+        self.resolved_key_channels = self.key_channels or (
+            shapes.default_channels(self.output_channels // 8, heads)
         )
-        self.resolved_value_channels = (
-            self.value_channels
-            or arguments.default_channels(
-                self.output_channels // 2, self.num_heads
-            )
+        self.resolved_value_channels = self.value_channels or (
+            shapes.default_channels(self.output_channels // 2, heads)
         )
-        self.query_projection = self._projection(
-            "query_projection", channels, self.resolved_key_channels
-        )
-        self.key_projection = self._projection(
-            "key_projection", channels, self.resolved_key_channels
-        )
-        self.value_projection = self._projection(
-            "value_projection", channels, self.resolved_value_channels
-        )
-        self.output_projection = self._projection(
-            "output_projection",
-            self.resolved_value_channels,
-            self.output_channels,
-        )
-        self.shortcut_projection = None
-        if self.output_channels != channels:
-            self.shortcut_projection = self._projection(
-                "shortcut_projection", channels, self.output_channels
-            )
+        self.attention_scale = 1.0
+        if self.use_scale:
+            head_width = self.resolved_key_channels // self.num_heads
+            self.attention_scale = 1.0 / math.sqrt(head_width)
+        widths = {
+            "query_projection": (channels, self.resolved_key_channels),
+            "key_projection": (channels, self.resolved_key_channels),
+            "value_projection": (channels, self.resolved_value_channels),
+            "output_projection": (
+                self.resolved_value_channels, self.output_channels
+            ),
+            # The residual needs F channels: identity when F == C.
+            "shortcut_projection": (
+                (channels, self.output_channels)
+                if self.output_channels != channels else None
+            ),
+        }
+        for name, projection in build_projections(self, widths).items():
+            setattr(self, name, projection)
         self.gamma = self.add_weight(
             name="gamma",
             shape=(),
@@ -333,34 +307,22 @@ class BaseSelfAttention(keras.layers.Layer):
             dtype="float32",
         )
         self.input_spec = keras.layers.InputSpec(
-            ndim=self.rank + 2, axes={self._channel_axis: channels}
+            ndim=self.rank + 2, axes={self.channel_axis: channels}
         )
-
-    def _projection(self, name, in_channels, out_channels):
-        projection = PointwiseProjection(
-            out_channels,
-            use_bias=self.use_bias,
-            spectral_norm=self.spectral_norm,
-            kernel_initializer=self.kernel_initializer,
-            kernel_regularizer=self.kernel_regularizer,
-            kernel_constraint=self.kernel_constraint,
-            dtype=self.dtype_policy,
-            name=name,
-        )
-        projection.build((None, in_channels))
-        return projection
 
     def call(self, inputs, training=False):
-        self._check_input_dtype(inputs.dtype)
+        shapes.check_input_dtype(self, inputs.dtype)
         query, key, value, shortcut = self.attention_inputs(
             inputs, training=training
         )
-        result = self._compute_attention(query, key, value)
-        context, scores = (
-            result if self.return_attention_scores else (result, None)
+        # Reset per call: an override of `_compute_attention` that runs no
+        # kernel leaves `None`, never the previous call's kernel.
+        self._last_kernel.call = None
+        context, scores = self._compute_attention(
+            query, key, value, training=training
         )
         attended = self.output_projection(
-            self._merge_heads(context), training=training
+            shapes.merge_heads(context), training=training
         )
         attended = ops.reshape(attended, ops.shape(shortcut))
         # In float32: gamma's gradient sums over every output element, and
@@ -376,127 +338,60 @@ class BaseSelfAttention(keras.layers.Layer):
             return outputs, scores
         return outputs
 
-    def _split_heads(self, tensor):
-        """`(B, *spatial, h * d)` to `(B, positions, h, d)`."""
-        heads = self.num_heads
-        return ops.reshape(
-            tensor,
-            (*_flat_positions(tensor), heads, tensor.shape[-1] // heads),
-        )
+    def _compute_attention(self, query, key, value, training=False):
+        """Override point: the attention of the split heads.
 
-    def _merge_heads(self, context):
-        """`(B, N, h, d)` to `(B, N, h * d)`."""
-        num_queries = context.shape[1]
-        if num_queries is None:
-            target = (ops.shape(context)[0], -1, self.resolved_value_channels)
-        else:
-            target = (-1, num_queries, self.resolved_value_channels)
-        return ops.reshape(context, target)
+        Args:
+            query: `(B, N, h, dk / h)` tensor.
+            key: `(B, M, h, dk / h)` tensor.
+            value: `(B, M, h, dv / h)` tensor.
+            training: Python bool, as given to `call`.
 
-    def _compute_attention(self, query, key, value):
-        """Override point: `(B, N, h, dk)`, `(B, M, h, dk)`, `(B, M, h, dv)`
-        to `(B, N, h, dv)`, or `(context, scores)` when scores are asked."""
-        scale = 1.0
-        if self.use_scale:
-            scale = 1.0 / math.sqrt(query.shape[-1])
-        implementation, chunk_size = current_kernel(self)
-        self._last_kernel = kernels.plan_attention(
+        Returns:
+            `(context, scores)`: `context` `(B, N, h, dv / h)` in the
+            compute dtype; `scores` the `(B, h, N, M)` float32 softmax
+            probabilities when `return_attention_scores`, else `None`.
+            The base method also sets `last_kernel` to what it ran.
+        """
+        del training  # The kernels have no training-only behaviour.
+        implementation, chunk_size = requested_kernel(self)
+        kernel_call = kernels.plan_attention(
             query, key, value, implementation=implementation,
             chunk_size=chunk_size, return_scores=self.return_attention_scores,
         )
+        self._last_kernel.call = kernel_call
         return kernels.run_attention(
-            self._last_kernel, query, key, value, scale=scale,
-            return_scores=self.return_attention_scores,
-        )
-
-    def _pool(self, tensor):
-        if self.pool_size is None:
-            return tensor
-        return ops.max_pool(
-            tensor,
-            pool_size=self.pool_size,
-            strides=self.pool_size,
-            padding="same",
-            data_format="channels_last",
+            kernel_call, query, key, value, scale=self.attention_scale
         )
 
     def compute_output_shape(self, input_shape):
-        self._check_input_shape(input_shape)
-        input_shape = tuple(input_shape)
-        output_shape = list(input_shape)
-        output_shape[self._channel_axis] = (
-            self.filters or input_shape[self._channel_axis]
-        )
-        output_shape = tuple(output_shape)
-        if not self.return_attention_scores:
-            return output_shape
-        spatial = self._spatial_shape(input_shape)
-        scores_shape = (
-            input_shape[0],
-            self.num_heads,
-            num_positions(spatial),
-            num_positions(self.key_value_spatial_shape(spatial)),
-        )
-        return output_shape, scores_shape
+        return shapes.output_shapes(self, input_shape)
 
     def compute_output_spec(self, inputs, training=False):
-        self._check_input_dtype(inputs.dtype)
-        shapes = self.compute_output_shape(inputs.shape)
+        shapes.check_input_dtype(self, inputs.dtype)
+        output_shapes = self.compute_output_shape(inputs.shape)
         if not self.return_attention_scores:
-            return keras.KerasTensor(shapes, dtype=self.compute_dtype)
-        output_shape, scores_shape = shapes
+            return keras.KerasTensor(output_shapes, dtype=self.compute_dtype)
+        output_shape, scores_shape = output_shapes
         return (
             keras.KerasTensor(output_shape, dtype=self.compute_dtype),
             keras.KerasTensor(scores_shape, dtype="float32"),
         )
 
     def get_config(self):
-        config = {
-            "filters": self.filters,
-            "num_heads": self.num_heads,
-            "key_channels": self.key_channels,
-            "value_channels": self.value_channels,
-            "pool_size": self.pool_size,
-            "use_scale": self.use_scale,
-            "gamma": self.initial_gamma,
-            "gamma_trainable": self.gamma_trainable,
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "spectral_norm": self.spectral_norm,
-            "return_attention_scores": self.return_attention_scores,
-            "data_format": self.data_format,
-            "attention_implementation": self.attention_implementation,
-            "chunk_size": self.chunk_size,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            "kernel_regularizer": keras.regularizers.serialize(
-                self.kernel_regularizer
-            ),
-            "kernel_constraint": keras.constraints.serialize(
-                self.kernel_constraint
-            ),
-        }
-        return {**super().get_config(), **config}
+        return {**super().get_config(), **config_of(self)}
 
     @classmethod
     def from_config(cls, config):
-        # Keras' default turns every constructor error into a generic
-        # `TypeError`; a bad value in a saved config should instead raise our
-        # `ValueError`, which names the argument.
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        # Keras' own `from_config` (its dtype-policy handling included)
+        # wraps every constructor error in a generic `TypeError`; a bad
+        # value in a saved config should raise our `ValueError`, which
+        # names the argument.
+        try:
+            return super().from_config(config)
+        except TypeError as error:
+            # Keras raises it while handling ours: `__context__`.
+            if isinstance(error.__context__, ValueError):
+                raise error.__context__ from None
+            raise
 
-
-def _flat_positions(tensor):
-    """`(batch, positions)` for reshaping `(B, *spatial, C)` to `(B, N, ...)`.
-
-    The number of positions stays static when the spatial sizes are known
-    (the kernels choose by it), even when the batch size is not.
-    """
-    positions = num_positions(tensor.shape[1:-1])
-    if positions is None:
-        return ops.shape(tensor)[0], -1
-    return -1, positions

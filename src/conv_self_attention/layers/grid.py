@@ -2,34 +2,7 @@
 
 import math
 
-from conv_self_attention.checks import is_int
-
-
-def normalize_pool_size(pool_size, rank):
-    """Returns `pool_size` as a `rank`-tuple of positive ints, or `None`.
-
-    Raises:
-        ValueError: if `pool_size` is not a positive int or a `rank`-tuple
-            of positive ints.
-    """
-    if pool_size is None:
-        return None
-    values = (pool_size,) * rank if is_int(pool_size) else pool_size
-    try:
-        values = tuple(values)
-    except TypeError:
-        values = None
-    if (
-        values is None
-        or len(values) != rank
-        or not all(is_int(value) and value >= 1 for value in values)
-    ):
-        raise ValueError(
-            "Invalid value for argument `pool_size`. Expected `None`, a "
-            f"positive int or a tuple of {rank} positive ints. "
-            f"Received: pool_size={pool_size!r}"
-        )
-    return tuple(int(value) for value in values)
+from conv_self_attention.checks import pool_size as normalize_pool_size
 
 
 def key_value_grid(spatial_shape, pool_size=None):

@@ -41,7 +41,8 @@ def use_attention_kernel(implementation, chunk_size=None):
     >>> model = keras.Model(inputs, SelfAttention2D(name="att")(inputs))
     >>> with use_attention_kernel("chunked", chunk_size=256):
     ...     _ = model(np.zeros((1, 32, 32, 16), "float32"))
-    >>> model.get_layer("att").last_kernel[:2]
+    >>> kernel_call = model.get_layer("att").last_kernel
+    >>> kernel_call.implementation, kernel_call.chunk_size
     ('chunked', 256)
     >>> model.get_layer("att").get_config()["attention_implementation"]
     'auto'
@@ -56,8 +57,9 @@ def use_attention_kernel(implementation, chunk_size=None):
         _CHOICE.reset(token)
 
 
-def current_kernel(layer):
-    """`(implementation, chunk_size)` that `layer` runs with right now."""
+def requested_kernel(layer):
+    """`(implementation, chunk_size)` requested for `layer` right now: a
+    `use_attention_kernel` block's, else the layer's own (`auto` unresolved)."""
     choice = _CHOICE.get()
     if choice is None:
         return layer.attention_implementation, layer.chunk_size

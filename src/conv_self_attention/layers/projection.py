@@ -1,7 +1,10 @@
-"""A 1x1 convolution with optional functional spectral normalization."""
+"""The 1x1 projections of the self-attention layers (with optional
+functional spectral normalization) and what they feed the attention."""
 
 import keras
 from keras import ops
+
+from conv_self_attention.layers.shapes import split_heads
 
 
 class PointwiseProjection(keras.layers.Layer):
@@ -85,6 +88,72 @@ class PointwiseProjection(keras.layers.Layer):
         return (*input_shape[:-1], self.units)
 
 
+def build_projections(layer, widths):
+    """The built 1x1 projections of a self-attention layer.
+
+    Args:
+        layer: the layer; its `use_bias`, `spectral_norm`, kernel
+            initializer, regularizer, constraint and dtype policy apply to
+            every projection.
+        widths: `{name: (in_channels, out_channels) or None}`; `None`
+            gives `None` (a projection the layer does not need).
+
+    Returns:
+        `{name: PointwiseProjection or None}`, in the order of `widths`.
+    """
+    projections = {}
+    for name, channels in widths.items():
+        if channels is None:
+            projections[name] = None
+            continue
+        in_channels, out_channels = channels
+        projection = PointwiseProjection(
+            out_channels,
+            use_bias=layer.use_bias,
+            spectral_norm=layer.spectral_norm,
+            kernel_initializer=layer.kernel_initializer,
+            kernel_regularizer=layer.kernel_regularizer,
+            kernel_constraint=layer.kernel_constraint,
+            dtype=layer.dtype_policy,
+            name=name,
+        )
+        projection.build((None, in_channels))
+        projections[name] = projection
+    return projections
+
+
+def attention_inputs(layer, inputs, training):
+    """`(query, key, value, shortcut)` of a built self-attention layer, as
+    `BaseSelfAttention.attention_inputs` documents them."""
+    x = inputs
+    if layer.data_format == "channels_first":
+        x = ops.moveaxis(x, 1, -1)
+    query = layer.query_projection(x, training=training)
+    key = _pool(layer, layer.key_projection(x, training=training))
+    value = _pool(layer, layer.value_projection(x, training=training))
+    shortcut = x
+    if layer.shortcut_projection is not None:
+        shortcut = layer.shortcut_projection(x, training=training)
+    heads = layer.num_heads
+    return (
+        split_heads(query, heads), split_heads(key, heads),
+        split_heads(value, heads), shortcut,
+    )
+
+
+def _pool(layer, tensor):
+    """Keys and values max-pooled by `pool_size` (`padding="same"`)."""
+    if layer.pool_size is None:
+        return tensor
+    return ops.max_pool(
+        tensor,
+        pool_size=layer.pool_size,
+        strides=layer.pool_size,
+        padding="same",
+        data_format="channels_last",
+    )
+
+
 def spectral_normalize(kernel, u):
     """Returns `(kernel / sigma, next_u)` from one power iteration at `u`.
 
@@ -92,13 +161,21 @@ def spectral_normalize(kernel, u):
     `(1, out_channels)`. The power iteration is a constant for the gradient,
     which flows through `sigma` as a function of the kernel only
     (Miyato et al., 2018). Callers store `next_u` only when training.
+
+    Where the iteration finds `sigma = 0` (an all-zero kernel, as a
+    zero-initialised residual branch starts) the kernel is used as it is
+    (all zero, not 0 / 0 = NaN) and `next_u` is `u`: the stored vector
+    never becomes zero, so normalization resumes once the kernel is not.
+    Keras' `SpectralNormalization` skips an all-zero kernel the same way.
     """
     matrix = ops.reshape(kernel, (-1, kernel.shape[-1]))
     u = ops.stop_gradient(u)
     v = ops.stop_gradient(_l2_normalize(ops.matmul(u, ops.transpose(matrix))))
-    u = ops.stop_gradient(_l2_normalize(ops.matmul(v, matrix)))
-    sigma = ops.sum(ops.matmul(v, matrix) * u)
-    return kernel / sigma, u
+    next_u = ops.stop_gradient(_l2_normalize(ops.matmul(v, matrix)))
+    sigma = ops.sum(ops.matmul(v, matrix) * next_u)
+    found = sigma > 0
+    safe_sigma = ops.where(found, sigma, ops.ones_like(sigma))
+    return kernel / safe_sigma, ops.where(found, next_u, u)
 
 
 def _l2_normalize(vector):

@@ -15,6 +15,7 @@ import math
 import keras
 import numpy as np
 
+from conv_self_attention.checks import int_tuple
 from conv_self_attention.checks import is_int
 from conv_self_attention.layers import BaseSelfAttention
 from conv_self_attention.layers import key_value_grid
@@ -39,8 +40,8 @@ def query_index(position, spatial_shape):
     6
     ```
     """
-    position = _int_tuple("position", position)
-    spatial_shape = _int_tuple("spatial_shape", spatial_shape)
+    position = int_tuple("position", position)
+    spatial_shape = int_tuple("spatial_shape", spatial_shape)
     if len(position) != len(spatial_shape) or not all(
         0 <= index < size
         for index, size in zip(position, spatial_shape, strict=True)
@@ -65,7 +66,7 @@ def query_position(index, spatial_shape):
     (1, 2)
     ```
     """
-    spatial_shape = _int_tuple("spatial_shape", spatial_shape)
+    spatial_shape = int_tuple("spatial_shape", spatial_shape)
     size = math.prod(spatial_shape)
     if not is_int(index) or not 0 <= index < size:
         raise ValueError(
@@ -139,7 +140,7 @@ def upsample_attention_map(attention_map, spatial_shape, pool_size=None):
     Returns:
         A NumPy array `(..., *spatial_shape)`.
     """
-    spatial_shape = _int_tuple("spatial_shape", spatial_shape)
+    spatial_shape = int_tuple("spatial_shape", spatial_shape)
     attention_map = np.asarray(keras.ops.convert_to_numpy(attention_map))
     grid = key_value_grid(spatial_shape, pool_size)
     rank = len(spatial_shape)
@@ -224,7 +225,7 @@ def _resolve_grid(spatial_shape, pool_size, layer):
             "`spatial_shape` is required unless `layer` was called on a "
             "symbolic input of known size. Received: spatial_shape=None"
         )
-    spatial_shape = _int_tuple("spatial_shape", spatial_shape)
+    spatial_shape = int_tuple("spatial_shape", spatial_shape)
     key_value_grid(spatial_shape, pool_size)  # Validates `pool_size`.
     return spatial_shape, pool_size
 
@@ -234,18 +235,5 @@ def _layer_spatial_shape(layer):
         shape = tuple(layer.input.shape)
     except (AttributeError, ValueError):
         return None
-    spatial = shape[1:-1] if layer.data_format == "channels_last" else shape[2:]
+    spatial = layer.spatial_shape(shape)
     return None if None in spatial else spatial
-
-
-def _int_tuple(name, value):
-    try:
-        values = tuple(value)
-    except TypeError:
-        values = None
-    if not values or not all(is_int(v) for v in values):
-        raise ValueError(
-            f"`{name}` must be a non-empty tuple of ints. "
-            f"Received: {name}={value!r}"
-        )
-    return tuple(int(v) for v in values)
