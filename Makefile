@@ -52,17 +52,21 @@ lint: venv
 demo: venv
 	$(BIN)/python -m conv_self_attention.demo $(DEMO_ARGS)
 
+# The CPU benchmark (benchmarks/README.md): the table lands in
+# benchmarks/results/summary.md, the measurements beside it as JSON.
 bench: venv
-	$(BIN)/python benchmarks/attention.py --backend tensorflow --sizes 16 32 64 128
-	$(BIN)/python benchmarks/attention.py --backend jax --sizes 16 32 64 128
-	$(BIN)/python benchmarks/attention.py --backend torch --sizes 16 32 64 128
+	$(BIN)/python benchmarks/cpu/attention.py --backend tensorflow --sizes 16 32 64 128
+	$(BIN)/python benchmarks/cpu/attention.py --backend jax --sizes 16 32 64 128
+	$(BIN)/python benchmarks/cpu/attention.py --backend torch --sizes 16 32 64 128
+	$(BIN)/python benchmarks/common/tables.py
+	@echo "The table: benchmarks/results/summary.md"
 
 # On a CUDA machine with torch and JAX (not .venv: its JAX is the CPU
-# build): a preflight, the checked benchmark's headline cases, then the GPU
-# and device tests, in one call, with the payload .gpu/ that
-# benchmarks/prepare_gpu_payload.sh makes (docs/development.md).
+# build): a preflight, the checked benchmark's headline cases, then the
+# GPU-specific tests, in one call, with the payload .gpu/ that
+# benchmarks/gpu/prepare_gpu_payload.sh makes (docs/development.md).
 bench-gpu:
-	PYTHON=$(PYTHON) benchmarks/run_gpu.sh
+	PYTHON=$(PYTHON) benchmarks/gpu/run_gpu.sh
 
 # The site's tools come with the `docs` extra (which `dev` includes); say so
 # instead of failing on a missing module.
@@ -112,9 +116,11 @@ docs-figures: venv
 	mkdir -p docs/images/demo
 	for name in $(DOCS_FIGURES); do cp demo_output/$$name.png docs/images/demo/; done
 
-# Plots of benchmarks/results/*.json for the Benchmarks page.
+# The Benchmarks page's plots and every table generated from
+# benchmarks/results/*.json (no measuring).
 bench-plots: venv
-	$(BIN)/python benchmarks/plots.py
+	$(BIN)/python benchmarks/cpu/plots.py
+	$(BIN)/python benchmarks/common/tables.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache site .cache

@@ -5,19 +5,21 @@ functions live in `helpers.py`."""
 
 import inspect
 import os
+import sys
 
+import keras
+import numpy as np
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings
 
-# torch first: importing it after TensorFlow can crash on some machines.
-try:
-    import torch  # noqa: F401
-except ImportError:
-    torch = None
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from hypothesis import HealthCheck  # noqa: E402
-from hypothesis import settings  # noqa: E402
+# No test process imports torch up front any more. It once came first in
+# every pass ("importing it after TensorFlow can crash"), but TensorFlow
+# 2.21 and torch 2.14 import and compute in either order (checked
+# 2026-12-07), and loading torch's CUDA libraries first in the JAX pass
+# would hide a cuDNN clash that JAX users without torch never meet. The
+# torch pass has it from Keras; the `once` tests that use torch in the
+# JAX pass import it themselves (`_full_float32_torch` then applies).
 
 # The project's hypothesis profile (DESIGN.md): few examples, the same ones on
 # every run, and no deadline since a new shape pays for tracing/compiling.
@@ -40,10 +42,7 @@ def _full_float32_matmuls():
     mantissa: JAX's default precision (measured 1.6-2.6e-2 off a float64
     reference on an H200), TensorFlow's TF32 switch, torch's cuDNN
     convolutions. No effect on CPUs."""
-    if torch is not None:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.set_float32_matmul_precision("highest")
+    _full_float32_torch()
     if BACKEND == "jax":
         import jax
 
@@ -54,7 +53,23 @@ def _full_float32_matmuls():
         tf.config.experimental.enable_tensor_float_32_execution(False)
 
 
+def _full_float32_torch():
+    """The torch part of `_full_float32_matmuls`, wherever torch is loaded
+    (by Keras in the torch pass, by a test module elsewhere)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
 _full_float32_matmuls()
+
+
+def pytest_runtest_setup(item):
+    # A test module may have imported torch since (at collection).
+    _full_float32_torch()
 
 
 @pytest.fixture(autouse=True)

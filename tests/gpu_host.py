@@ -7,6 +7,7 @@ would turn every GPU test into a skip and the run into a success.
 """
 
 import importlib.metadata
+import importlib.util
 import shutil
 import subprocess
 
@@ -40,11 +41,35 @@ def built_with_cuda(backend):
         import tensorflow as tf
 
         return tf.test.is_built_with_cuda()
-    names = (
-        (dist.metadata["Name"] or "").lower().replace("_", "-")
-        for dist in importlib.metadata.distributions()
-    )
-    return any(name.startswith("jax-cuda") for name in names)
+    return jax_has_cuda_plugin()
+
+
+# Where a CUDA JAX keeps its GPU support: the plugin modules of the pip
+# `jax-cuda12/13-plugin` wheels and of conda-forge's CUDA builds, the
+# namespace `jax_plugins` (PJRT plugins), or jaxlib itself (older pip
+# `jaxlib==...+cuda` wheels, some source builds).
+JAX_CUDA_MODULES = (
+    "jax_cuda13_plugin", "jax_cuda12_plugin",
+    "jax_plugins.xla_cuda13", "jax_plugins.xla_cuda12", "jaxlib.cuda",
+)
+
+
+def jax_has_cuda_plugin():
+    """Whether this JAX has CUDA support installed, however it came:
+    a CUDA plugin or jaxlib module, or a `jax-cuda*` distribution or
+    `+cuda` jaxlib build under any installer."""
+    for name in JAX_CUDA_MODULES:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return True
+        except ModuleNotFoundError:  # its parent package is missing
+            continue
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name.startswith("jax-cuda") or (
+                name == "jaxlib" and "cuda" in dist.version):
+            return True
+    return False
 
 
 def unseen_gpu_problem(backend):

@@ -1,6 +1,9 @@
 """Helpers shared by the tests (imported as `helpers`: pytest puts `tests/`
 on the path). The only test module that touches private `keras.src` (for
-Keras' own `run_layer_test`). Fixtures live in `conftest.py`."""
+Keras' own `run_layer_test`, and Keras' torch device on `meta`). Fixtures
+live in `conftest.py`."""
+
+import contextlib
 
 import keras
 import numpy as np
@@ -44,8 +47,9 @@ def gradients(fn, inputs, loss_fn=sum_of_squares, training=False):
     `fn` is a layer (its trainable weights are differentiated too; it runs
     with `training`) or a plain function of tensors. JAX runs one jitted
     program (op-by-op eager JAX is several times slower); torch computes
-    on Keras' device (a GPU, or `meta` in `make test-meta`, where nothing
-    can be differentiated: the gradients are then `None`).
+    on Keras' device (a GPU, or `meta` in `make test-meta`, where the
+    backward pass runs and its gradients' devices, shapes and dtypes are
+    checked, but no value can be read: the gradients are then `None`).
 
     Returns:
         `(output, input_gradients, weight_gradients)`: NumPy arrays (the
@@ -102,15 +106,21 @@ def _jax_gradients(fn, layer, inputs, loss_fn, training):
 def _torch_gradients(fn, layer, inputs, loss_fn, training):
     import torch
 
-    tensors = [t.detach().requires_grad_(True) for t in inputs]
-    out = fn(*tensors, training=training) if layer else fn(*tensors)
-    # Where the code under test computes: Keras' device, not the CPU.
-    assert out.device == tensors[0].device, (out.device, tensors[0].device)
+    weights = [w.value for w in (layer.trainable_weights if layer else [])]
+    # The backward pass runs on `meta` too (values aside).
+    with keras_keeps_autograd():
+        tensors = [t.detach().requires_grad_(True) for t in inputs]
+        out = fn(*tensors, training=training) if layer else fn(*tensors)
+        # Where the code under test computes: Keras' device, not the CPU.
+        assert out.device == tensors[0].device, (out.device,
+                                                 tensors[0].device)
+        sources = [*tensors, *weights]
+        grads = torch.autograd.grad(loss_fn(out), sources, allow_unused=True)
+    for source, grad in zip(sources, grads, strict=True):
+        assert grad is None or (grad.device, grad.shape, grad.dtype) == (
+            source.device, source.shape, source.dtype), (grad, source)
     if not values_readable():
-        return out, None  # nothing to differentiate or read on `meta`
-    sources = [*tensors, *[w.value for w in (layer.trainable_weights
-                                              if layer else [])]]
-    grads = torch.autograd.grad(loss_fn(out), sources, allow_unused=True)
+        return out, None  # devices, shapes and dtypes checked; no values
     return out.detach(), grads
 
 
@@ -149,3 +159,27 @@ def compiled_call(layer, x):
         x,
     )
     return outputs
+
+
+@contextlib.contextmanager
+def keras_keeps_autograd():
+    """Lets gradients flow through Keras ops on torch's `meta` device
+    (`make test-meta`); changes nothing anywhere else. Keras 3.15's torch
+    `convert_to_tensor` compares a tensor's device with Keras' device held
+    as a string ("meta"), which a `torch.device` never equals, and then
+    replaces a meta tensor by a new empty one: every op cuts the autograd
+    graph. Held as a `torch.device`, the two compare equal and tensors
+    are kept. Build layers before entering: Keras cannot create variables
+    on a `torch.device("meta")`."""
+    if BACKEND != "torch" or values_readable():
+        yield
+        return
+    import torch
+    from keras.src.backend.common import global_state
+
+    previous = global_state.get_global_attribute("torch_device", None)
+    global_state.set_global_attribute("torch_device", torch.device("meta"))
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("torch_device", previous)

@@ -1,7 +1,7 @@
-"""The GPU benchmark (`benchmarks/gpu*.py`): its pure parts, its CPU smoke
+"""The GPU benchmark (`benchmarks/gpu/gpu*.py`): its pure parts, its CPU smoke
 mode run once per installed backend in subprocesses (every case checked
 without a FAIL). The checker itself: `test_benchmarks_gpu_check.py`;
-`benchmarks/run_gpu.sh`: `test_run_gpu.py`."""
+`benchmarks/gpu/run_gpu.sh`: `test_run_gpu.py`."""
 
 import importlib.util
 import json
@@ -13,8 +13,8 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+BENCHMARKS = ROOT / "benchmarks" / "gpu"
+sys.path[:0] = [str(BENCHMARKS), str(ROOT / "benchmarks" / "common")]
 
 import gpu_cases  # noqa: E402
 import gpu_device  # noqa: E402
@@ -125,6 +125,55 @@ def test_targets_pass_fail_and_naive_out_of_memory():
     assert jax_found["float32 32x32 b32 C256: auto/naive time"] == "FAIL"
 
 
+def _failed_case(shape, policy, case, error):
+    """A record as the worker writes it for a case that raised `error`."""
+    record = {"kind": "case", "size": shape[0], "batch": shape[1],
+              "channels": shape[2], "policy": policy, "case": case}
+    try:
+        raise error
+    except Exception as raised:  # noqa: BLE001 - as the worker catches it
+        gpu_measure._record_failure(record, raised)
+    return record
+
+
+def test_a_case_that_raises_is_a_fail_with_its_first_line():
+    shape = (128, 8, 64)
+    error = TypeError("unsupported operand\n  a second line")
+    records = [_record(shape, "float32", "naive", 40.0),
+               _failed_case(shape, "float32", "auto", error),
+               _failed_case(shape, "float32", "dense",
+                            RuntimeError("CUDA out of memory. Tried"))]
+    result = {**_result("torch", records, shapes=[shape]),
+              "worker": {"timed_out": False, "returncode": 0,
+                         "stderr_tail": []}}
+    assert records[1]["status"] == "error"
+    assert records[1]["problems"] == ["raised TypeError: unsupported operand"]
+    assert records[2]["status"] == "oom" and "verdict" not in records[2]
+    assert gpu_report.failed_checks(result) == [records[1]]
+    assert gpu_report.run_problems(result) == ["1 cases FAIL"]
+    (row,) = [line for line in gpu_report.table_lines(result)
+              if "| float32 |" in line]
+    assert "ERROR (FAIL): raised TypeError: unsupported operand" in row
+    assert "| OOM |" in row
+    checks = gpu_report.check_lines(result)
+    assert checks[0] == "- 0 cases checked, 1 FAIL (errors included)."
+    assert checks[1].startswith("- FAIL 128x128 b8 C64 float32 auto: raised")
+
+
+def test_a_crashed_worker_or_unchecked_case_fails_the_step():
+    shape = (8, 2, 16)
+    unchecked = {**_record(shape, "float32", "auto"),
+                 "verdict": "NOT CHECKED", "problems": ["check raised OOM"]}
+    result = {**_result("jax", [unchecked], shapes=[shape]),
+              "worker": {"timed_out": False, "returncode": -9,
+                         "stderr_tail": ["Killed"]}}
+    assert gpu_report.run_problems(result) == [
+        "1 cases NOT CHECKED (out of memory in the check)",
+        "the worker exited -9: Killed"]
+    result["records"], result["worker"]["returncode"] = [], 0
+    assert gpu_report.run_problems(result) == []
+
+
 def test_table_shows_out_of_memory_and_ratio():
     shape = (128, 8, 64)
     records = [_record(shape, "float32", "naive", 40.0),
@@ -208,8 +257,9 @@ def test_smoke_run_checks_targets_and_writes_reports(smoke_results, backend):
     slug = result["info"]["device"]["slug"]
     table = (output / f"gpu_{slug}_{backend}.md").read_text()
     assert "| map | batch | C | policy |" in table
-    assert "Targets (issue 9):" in table
-    assert "cases checked, 0 FAIL." in table
+    assert "Targets (`benchmarks/common/targets.py` gives each reason):" in (
+        table)
+    assert "cases checked, 0 FAIL (errors included)." in table
     assert f"### {backend} on" in (output / f"gpu_{slug}.md").read_text()
 
 

@@ -1,4 +1,4 @@
-"""The GPU benchmark's checker (`benchmarks/gpu_check.py`): a wrong kernel
+"""The GPU benchmark's checker (`benchmarks/gpu/gpu_check.py`): a wrong kernel
 or a wrong output prints FAIL, the right ones do not; the float32
 reference, the expected kernel and the tolerances."""
 
@@ -11,8 +11,8 @@ import pytest
 from helpers import BACKEND
 from reference import reference_self_attention
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]
-                       / "benchmarks"))
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path[:0] = [str(BENCHMARKS / "gpu"), str(BENCHMARKS / "common")]
 
 import gpu_cases  # noqa: E402
 import gpu_check  # noqa: E402
@@ -81,8 +81,8 @@ def test_checker_passes_the_kernel_and_output_the_layer_ran():
 
 def test_checker_fails_a_wrong_kernel():
     layer, inputs = _built("chunked")
-    wrong = layer.last_kernel._replace(implementation="dense",
-                                       chunk_size=None)
+    ran = layer.last_kernel
+    wrong = ran._replace(implementation="dense", blocks=None)
     record = _checked(layer, inputs, wrong, "chunked")
     assert record["verdict"] == "FAIL"
     assert record["problems"] == ["ran dense, expected chunked[64]"]
@@ -90,8 +90,8 @@ def test_checker_fails_a_wrong_kernel():
         record
     )
     # The right kernel with another block size fails too.
-    record = _checked(layer, inputs, wrong._replace(
-        implementation="chunked", chunk_size=8), "chunked")
+    record = _checked(layer, inputs, ran._replace(
+        blocks=ran.blocks._replace(chunk_size=8)), "chunked")
     assert record["problems"] == ["ran chunked[8], expected chunked[64]"]
     # A layer that reports no kernel at all.
     assert _checked(layer, inputs, None, "chunked")["verdict"] == "FAIL"
@@ -121,7 +121,7 @@ def test_checker_fails_a_wrong_output(monkeypatch, policy):
     assert record["verdict"] == "FAIL"
     assert record["relative_error"] == pytest.approx(1.0)
     lines = gpu_report.check_lines({"records": [record]})
-    assert lines[0] == "- 1 cases checked, 1 FAIL."
+    assert lines[0] == "- 1 cases checked, 1 FAIL (errors included)."
     assert lines[1].startswith("- FAIL 8x8 b2 C32 " + policy + " auto: ")
 
 
@@ -139,7 +139,8 @@ def test_a_check_that_raises_keeps_the_timing(monkeypatch, error, verdict):
                                   spec)
     assert record["status"] == "ok" and record["median_ms"] > 0
     assert record["verdict"] == verdict
-    assert record["problems"] == [f"check raised {error!r}"]
+    assert record["problems"] == [
+        f"check raised {type(error).__name__}: {error}"]
     line = gpu_report.check_lines({"records": [record]})[1]
     assert line.startswith(f"- {verdict} 8x8 b2 C32 float32 dense: ")
 

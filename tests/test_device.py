@@ -43,6 +43,7 @@ def default_platform():
 
 
 @pytest.mark.meta_device
+@pytest.mark.gpu_specific
 def test_device_of_this_machine():
     found = device.find_device(keras.ops.zeros((1, 2, 1, 3)))
     assert found.platform == default_platform()

@@ -333,6 +333,7 @@ def test_jax_cpu_float16_never_takes_the_compute_dtype_path(implementation):
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX cuDNN")
+@pytest.mark.gpu_specific
 def test_jax_compute_dtype_path_on_gpu_needs_cudnn():
     """Runs where JAX has an NVIDIA GPU of compute capability 8.0+ (with
     cuDNN); elsewhere raises rather than fall back to XLA's N x M path."""

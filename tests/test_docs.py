@@ -81,9 +81,9 @@ SHELL_EXEMPT = {
         "needs two hosts; tests/test_multiprocess.py runs two processes on "
         "one host"
     ),
-    ("development.md", "python benchmarks/gpu.py"): "needs a CUDA GPU; "
+    ("development.md", "python benchmarks/gpu/gpu.py"): "needs a CUDA GPU; "
     "tests/test_benchmarks_gpu.py runs its CPU smoke mode",
-    ("development.md", "benchmarks/prepare_gpu_payload.sh"): "prepares and "
+    ("development.md", "benchmarks/gpu/prepare_gpu_payload.sh"): "prepares and "
     "runs the GPU run on another machine; tests/test_run_gpu.py runs "
     "run_gpu.sh --smoke",
     ("development.md", "make docs"): "make targets: CI runs `make docs`; "
@@ -269,7 +269,7 @@ def test_executed_notebook_matches_the_notebook():
 def test_bench_plots_draw_the_pages_images(tmp_path):
     pytest.importorskip("matplotlib")
     spec = importlib.util.spec_from_file_location(
-        "bench_plots", ROOT / "benchmarks" / "plots.py"
+        "bench_plots", ROOT / "benchmarks" / "cpu" / "plots.py"
     )
     plots = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plots)

@@ -2,7 +2,7 @@
 
 The `cpu` variant of every test runs everywhere (in CI, where it can fail
 like any other test); the `gpu` variant runs where the backend has a CUDA
-GPU (`benchmarks/run_gpu.sh` runs this file there for torch and JAX) and
+GPU (`benchmarks/gpu/run_gpu.sh` runs this file there for torch and JAX) and
 is skipped, saying so, elsewhere (it fails where `nvidia-smi` lists a GPU
 that a CUDA build of the backend does not find: `gpu_host.py`). What a
 test expects follows the device it runs on: e.g. `auto` runs the
@@ -27,7 +27,9 @@ from reference import relative_error
 from conv_self_attention import SelfAttention2D
 from conv_self_attention.kernels import auto
 
-DEVICES = ("cpu", "gpu")
+# The `gpu` variants are what benchmarks/gpu/run_gpu.sh runs on a GPU host
+# (`-m gpu_specific`); their `cpu` twins run in every pass.
+DEVICES = ("cpu", pytest.param("gpu", marks=pytest.mark.gpu_specific))
 FLASH_BACKENDS = ("torch", "jax")
 to_numpy = keras.ops.convert_to_numpy
 

@@ -12,6 +12,7 @@ from conv_self_attention import kernels
 from conv_self_attention.kernels import auto
 from conv_self_attention.kernels import chunked
 from conv_self_attention.kernels import device
+from conv_self_attention.kernels import plan as kernel_plan
 
 EXACT_IMPLEMENTATIONS = ("chunked", "fused", "auto")
 # `auto` resolves to one of the others, so it runs on fewer cases.
@@ -85,6 +86,7 @@ def test_matches_dense_values_and_gradients(implementation, case_name):
 
 
 @pytest.mark.meta_device
+@pytest.mark.gpu_specific
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("implementation", ("dense", "chunked", "fused"))
 def test_half_precision_is_finite_and_close(implementation, dtype):
@@ -111,6 +113,51 @@ def test_half_precision_is_finite_and_close(implementation, dtype):
         out.astype("float32"), expected[0], atol=0.05, rtol=0.02
     )
     for grad in grads:
+        assert np.isfinite(grad.astype("float32")).all()
+
+
+@pytest.mark.meta_device
+@pytest.mark.gpu_specific
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="no flash kernel")
+@pytest.mark.parametrize("implementation", ["fused", "auto"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_compute_dtype_flash_path_forced_on(monkeypatch, kernel_calls,
+                                            implementation, dtype):
+    """What `auto` and `fused` run on an NVIDIA GPU under mixed precision,
+    with flash eligibility forced on wherever this runs (`meta` standing
+    in for a GPU): the backend's fused kernel fed q, k, v in the compute
+    dtype, on Keras' device, forward and backward, close to `dense`."""
+    if BACKEND == "jax" and dtype == "float16" and (
+            device.find_device(keras.ops.zeros(())).platform != "gpu"):
+        pytest.skip("JAX's CPU dot_product_attention rejects float16 "
+                    "('F16_F16_F32'): `auto` never feeds it float16 there")
+    for module in (kernel_plan, auto):  # `fused`'s plan, `auto`'s rule
+        monkeypatch.setattr(module, "flash_eligible", lambda **_: True)
+    case = CASES["pooled_keys"]
+    *inputs, cotangent = make_inputs(case)
+    with keras.device("cpu:0"):  # rounded where values can be read
+        rounded = [to_numpy(keras.ops.cast(keras.ops.cast(x, dtype),
+                                           "float32")) for x in inputs]
+
+    def flash(query, key, value):
+        out = kernels.attention(
+            *(keras.ops.cast(x, dtype) for x in (query, key, value)),
+            scale=1.0, implementation=implementation,
+        )
+        assert keras.backend.standardize_dtype(out.dtype) == dtype
+        return out
+
+    actual = outputs_and_gradients(flash, rounded, cotangent)
+    here = device.find_device(keras.ops.zeros(())).platform
+    [(name, options)] = kernel_calls
+    assert (name, options["flash"], options["platform"]) == (
+        "fused", True, here)
+    expected = outputs_and_gradients(kernel("dense"), rounded, cotangent)
+    skip_without_values()
+    np.testing.assert_allclose(
+        actual[0].astype("float32"), expected[0], atol=0.05, rtol=0.02
+    )
+    for grad in actual[1]:
         assert np.isfinite(grad.astype("float32")).all()
 
 
@@ -149,6 +196,7 @@ def test_invalid_arguments_name_argument_and_value():
 
 
 @pytest.mark.meta_device
+@pytest.mark.gpu_specific
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("side", [8, 40])
 def test_auto_runs_the_rule_of_this_device(kernel_calls, side, dtype):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from helpers import KerasTestCase
 from helpers import gradients
+from helpers import keras_keeps_autograd
 from helpers import to_numpy
 from reference import reference_self_attention
 
@@ -383,3 +384,41 @@ def test_kernels_see_static_positions_when_only_batch_is_unknown():
     )
     run.get_concrete_function()
     assert layer.seen_shapes == ((None, 30, 2, 1), (None, 9, 2, 1))
+
+
+@pytest.mark.meta_device
+@pytest.mark.gpu_specific
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="torch autograd on its device"
+)
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize(
+    "implementation", ["auto", "dense", "chunked", "fused"]
+)
+def test_backward_pass_stays_on_keras_device(policy, implementation):
+    """A training step's gradients, for the input and every trainable
+    weight (spectral norm included), are on Keras' device with their
+    variables' shapes: a CPU tensor mixed in fails here on a GPU, or in
+    `make test-meta`, where `meta` stands in for one."""
+    keras.config.set_dtype_policy(policy)
+    layer = SelfAttention2D(
+        num_heads=2, pool_size=2, gamma=0.5, spectral_norm=True,
+        attention_implementation=implementation,
+    )
+    x = keras.ops.convert_to_tensor(
+        np.random.default_rng(0).normal(size=(2, 9, 8, 16)), "float32"
+    )
+    layer.build(x.shape)
+    with keras_keeps_autograd():
+        x = x.detach().requires_grad_(True)
+        outputs = layer(x, training=True)
+        keras.ops.sum(keras.ops.square(keras.ops.cast(outputs, "float32"))
+                      ).backward()
+    assert keras.backend.standardize_dtype(outputs.dtype) == (
+        layer.compute_dtype)
+    here = outputs.device
+    assert (x.grad.device, x.grad.shape) == (here, x.shape)
+    for weight in layer.trainable_weights:
+        grad = weight.value.grad
+        assert grad is not None, weight.path
+        assert (grad.device, tuple(grad.shape)) == (here, weight.shape)

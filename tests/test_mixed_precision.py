@@ -151,6 +151,7 @@ def test_fit_with_loss_scaling(policy):
     assert float(to_numpy(gamma)) != LAYER_KWARGS["gamma"]
 
 
+@pytest.mark.gpu_specific
 @pytest.mark.skipif(
     BACKEND == "tensorflow", reason="TensorFlow has no flash kernel"
 )

@@ -23,49 +23,47 @@ The rule, in order:
    other devices): `chunked`. Nobody has measured these; `chunked` is
    exact and memory-bounded.
 
-CPU, attention core (batch 4, one head, q/k of 8 and v of 32 channels,
-fwd+bwd, best of 5-7 runs, each ratio measured in one process on a shared
-2-core CPU, `benchmarks/kernel_thresholds.py`):
+The thresholds rest on measurements committed under `benchmarks/results/`
+(the Benchmarks page shows every case); each number quoted here names its
+file and key, and a test checks it against them.
 
-| map (N = M)  | TF chunked/dense | JAX chunked/dense |
-|--------------|------------------|-------------------|
-| 8x8          |                  | 0.73              |
-| 12x12        |                  | 0.64              |
-| 16x16        | 1.36             | 0.70              |
-| 24x24        | 1.49             | 0.37              |
-| 32x32        | 1.07             | 0.40              |
-| 48x48        | 0.56             | 0.53              |
-| 64x64        | 0.32-0.52        | 0.15-0.20         |
-| 96x96        | 0.23-0.40        |                   |
+CPU (`cpu_thresholds_0.1.json`: the attention core, batch 4, one head, q/k
+of 8 and v of 32 channels, fwd+bwd, chunked/dense time measured in one
+process on a shared 2-core x86_64 CPU, 2026-11-27, release 0.1.0):
+TensorFlow's `dense` wins up to 32x32 maps (chunked/dense 1.07
+[from cpu_thresholds_0.1 tensorflow/32] at 32x32, 0.56
+[from cpu_thresholds_0.1 tensorflow/48] at 48x48), hence
+`CPU_DENSE_MAX_SCORES` of 1024 x 1024; JAX's handwritten chunked backward
+pass beats autodiff through the dense softmax at every size measured (at
+most 0.73 [from cpu_thresholds_0.1 jax/8], at 8x8), hence 0. On CPU every
+kernel computes in float32, so the dtype moves nothing there.
 
-TF's dense kernel wins up to 32x32 maps; JAX's handwritten chunked
-backward pass beats autodiff through the dense softmax at every size.
-On CPU every kernel computes in float32, so the dtype moves nothing there.
-
-GPU, NVIDIA H200, whole layer fwd+bwd, ms (working GiB); one head, q/k
-C/8, v C/2; `lowp` is `fused` fed the compute dtype; chunk sizes in [ ]:
-
-| case            | naive    | dense    | fused    | chunked       | lowp     |
-|-----------------|----------|----------|----------|---------------|----------|
-| jax f32 32² b32 | 1.5      | 1.1      | 1.2      | 2.0 [32]      |          |
-| jax f32 64² b16 | 4.2 (3)  | 4.0 (3)  | 4.3      | 9.6 [32]      |          |
-| jax f32 128² b8 | 31 (24)  | 31 (24)  | 31 (24)  | 31 (1.6) [1k] |          |
-| jax f32 256² b2 | 122 (64) | 123 (96) | OOM      | 124 (1.6) [1k]|          |
-| jax bf16 128² 8 | 18 (12)  | 31       | 31       | 51 [32]       | 4.6 (.1) |
-| jax bf16 256² 2 | 66 (48)  | 121      | 122      | 199 [32]      | 17 (.1)  |
-| torch f32 32² 32| 4.6      | 4.6 (.6) | 5.8 (.2) | 12            |          |
-| torch f32 64² 16| 8.7 (4)  | 8.9 (4)  | 9.9 (.2) | 66            |          |
-| torch f32 128² 8| 45 (32)  | 45 (32)  | 52 (.2)  | 634           |          |
-| torch f32 256² 2| OOM      | OOM      | 200 (.2) | 8495          |          |
-| torch bf16 128²8| 20 (16)  | 45       | 53       | 631           | 7.9 (.2) |
-| torch bf16 256²2| 73 (64)  |          | 202      |               | 21 (.2)  |
-
-float16 measured as bfloat16 (`lowp` 4.6 ms JAX, 7.7 ms torch at 128²).
-The `dense` limit on GPU, `2**28` logits, keeps `dense` at 32² batch 32 and
-64² batch 16 (where it wins, at the naive block's memory) and leaves
-128² batch 8 (`2**31`) to the memory-bounded kernels. torch's `chunked`
-was measured before its blocks were sized per device; `auto` never picks
-it on torch.
+GPU (`gpu_h200_0.1.json`: one NVIDIA H200, release 0.1.x, 2026-11-28; whole
+layer fwd+bwd, one head, q/k C/8, v C/2): `dense` is fastest and
+memory-cheap on small maps (JAX float32, 32x32 batch 32: 1.1 ms
+[from gpu_h200_0.1 jax/float32/32x32/dense/ms] against 2.0 ms
+[from gpu_h200_0.1 jax/float32/32x32/chunked/ms] for `chunked`), but at
+128x128 batch 8 it holds 24 GiB
+[from gpu_h200_0.1 jax/float32/128x8/dense/gib] (JAX) and 32 GiB
+[from gpu_h200_0.1 torch/float32/128x8/dense/gib] (torch) of logits and
+gradients; the `dense` limit on GPU, `2**28` logits, keeps it at 32x32 batch
+32 and 64x64 batch 16 and leaves 128x128 batch 8 (`2**31`) to the
+memory-bounded kernels. Fed the compute dtype, the flash kernels took 4.6 ms
+[from gpu_h200_0.1 jax/mixed_bfloat16/128x8/fused_lowp/ms] (JAX) and 7.9 ms
+[from gpu_h200_0.1 torch/mixed_bfloat16/128x8/fused_lowp/ms] (torch) at
+128x128 batch 8 in bfloat16, against 17.9 ms
+[from gpu_h200_0.1 jax/mixed_bfloat16/128x8/naive/ms] and 19.6 ms
+[from gpu_h200_0.1 torch/mixed_bfloat16/128x8/naive/ms] for the naive block;
+float16 measured as bfloat16 (4.6 ms
+[from gpu_h200_0.1 jax/mixed_float16/128x8/fused_lowp/ms] and 7.7 ms
+[from gpu_h200_0.1 torch/mixed_float16/128x8/fused_lowp/ms]). In float32
+torch's `fused` (SDPA's memory-efficient kernel) took 52.3 ms
+[from gpu_h200_0.1 torch/float32/128x8/fused/ms] against the naive block's
+44.9 ms [from gpu_h200_0.1 torch/float32/128x8/naive/ms] and was the only
+way to run 256x256 batch 2; torch's `chunked`, a Python loop of blocks
+(measured before its blocks were sized per device), took 634 ms
+[from gpu_h200_0.1 torch/float32/128x8/chunked/ms]: `auto` never picks it
+on torch.
 """
 
 from conv_self_attention.kernels.fused import padded_width
@@ -78,7 +76,10 @@ CPU_DENSE_MAX_SCORES = {
 }
 _DEFAULT_CPU_DENSE_MAX_SCORES = 1024 * 1024
 # Largest batch x heads x N x M for which `dense` is chosen on a GPU
-# (torch and JAX): 1 GiB of float32 logits, 3-4 GiB measured working set.
+# (torch and JAX): a GiB of float32 logits; the working set measured at
+# 64x64 batch 16 (2**28 logits):
+# 3.1 GiB [from gpu_h200_0.1 jax/float32/64x16/dense/gib] (JAX),
+# 4.05 GiB [from gpu_h200_0.1 torch/float32/64x16/dense/gib] (torch).
 GPU_DENSE_MAX_SCORES = 2**28
 # Head widths (after padding) that the flash kernels accept: torch SDPA's
 # flash kernel up to 256; cuDNN (JAX) up to 128 before Hopper (9.0) and 256

@@ -19,16 +19,24 @@ from keras import ops
 from conv_self_attention.checks import is_int
 
 # Logit elements per block, over the whole batch and all heads, that the
-# default chunk size aims at, per device platform.
-# CPU: 2**21 float32 (8 MiB). Measured on 2 CPU cores (batch 4, 64x64 and
-# 128x128 maps, fwd+bwd; `benchmarks/kernel_thresholds.py`), blocks whose
-# logits stay near the cache size run 2-3x faster than blocks of
+# default chunk size aims at, per device platform. Measured figures name
+# their results file in benchmarks/results/ and key (a test checks them).
+# CPU: 2**21 float32. On a shared 2-core CPU (release 0.1.0; batch 4,
+# 64x64 and 128x128 maps, fwd+bwd; `benchmarks/cpu/kernel_thresholds.py`),
+# blocks whose logits stay near the cache size ran
+# 2x [from cpu_thresholds_0.1 block_speedup/low] to
+# 3x [from cpu_thresholds_0.1 block_speedup/high] faster than blocks of
 # 2**23-2**24 elements, and much smaller blocks lose to per-block overhead.
-# GPU (and other accelerators, unmeasured): 2**27 (512 MiB). Measured on
-# an H200 (JAX, whole layer fwd+bwd): 1024 queries per block at 128x128
-# batch 8 (2**27 logits) matched the naive block (30.9 vs 30.8 ms; 32
-# queries: 51 ms), and at 256x256 batch 2 (also 2**27) the working set
-# was 1.6 GiB, against 6.1 GiB with 4096 queries (2**29).
+# GPU (and other accelerators, unmeasured): 2**27. Measured on an H200
+# (release 0.1.x; JAX, whole layer fwd+bwd): 1024 queries per block at
+# 128x128 batch 8 (2**27 logits) matched the naive block
+# (30.9 ms [from gpu_h200_0.1 jax/float32/128x8/chunked@1024/ms] against
+# 30.8 ms [from gpu_h200_0.1 jax/float32/128x8/naive/ms]; 32 queries:
+# 50.9 ms [from gpu_h200_0.1 jax/float32/128x8/chunked/ms]), and at
+# 256x256 batch 2 (also 2**27) the working set was
+# 1.61 GiB [from gpu_h200_0.1 jax/float32/256x2/chunked@1024/gib], against
+# 6.11 GiB [from gpu_h200_0.1 jax/float32/256x2/chunked@4096/gib] with
+# 4096 queries (2**29).
 CPU_BLOCK_ELEMENTS = 2**21
 ACCELERATOR_BLOCK_ELEMENTS = 2**27
 # Default chunk bounds: (smallest block over the whole batch, chunk when M

@@ -1,7 +1,7 @@
 """Benchmarks our self-attention layer against the naive SAGAN block and
 `keras.layers.MultiHeadAttention`, one backend per run.
 
-    python benchmarks/attention.py --backend tensorflow --sizes 16 32 64 128
+    python benchmarks/cpu/attention.py --backend tensorflow --sizes 16 32 64 128
 
 For every square map size (batch 4, 64 channels) and every case
 
@@ -38,13 +38,14 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS_DIR = os.path.join(HERE, "results")
+BENCHMARKS = os.path.dirname(HERE)
+RESULTS_DIR = os.path.join(BENCHMARKS, "results")
+# This folder and the shared code, for the workers and the report.
+PATHS = [HERE, os.path.join(BENCHMARKS, "common")]
 BACKENDS = ("tensorflow", "jax", "torch")
 CASES = ("auto", "dense", "naive", "mha")
 MODES = ("fwd", "fwd+bwd")
 GIB = 2**30
-# Targets from issue 4: fwd+bwd time of `auto` over `naive` at 128x128.
-TIME_TARGETS = {"tensorflow": 1.0, "jax": 0.5, "torch": 0.3}
 
 
 def parse_args(argv):
@@ -84,16 +85,16 @@ def parse_args(argv):
 
 
 def run_case(spec):
-    import _harness
+    import harness
     import numpy as np
 
     shape = (spec["batch"], spec["size"], spec["size"], spec["channels"])
     inputs = [np.random.default_rng(0).normal(size=shape).astype("float32")]
-    layer = _harness.build_case(spec["case"], spec["channels"])
+    layer = harness.build_case(spec["case"], spec["channels"])
     layer.build(shape)
-    rss_before = _harness.peak_rss_bytes()
-    step = _harness.make_step(layer, inputs, spec["mode"])
-    warmup, times = _harness.time_step(
+    rss_before = harness.peak_rss_bytes()
+    step = harness.make_step(layer, inputs, spec["mode"])
+    warmup, times = harness.time_step(
         step, repeats=spec["repeats"], min_seconds=spec["min_seconds"]
     )
     return {
@@ -101,14 +102,14 @@ def run_case(spec):
         "median_seconds": float(np.median(times)),
         "runs": len(times),
         "warmup_seconds": warmup,
-        "peak_rss_bytes": _harness.peak_rss_bytes(),
+        "peak_rss_bytes": harness.peak_rss_bytes(),
         "rss_before_step_bytes": rss_before,
     }
 
 
 def run_roof(spec):
     """Best float32 matmul rate of this backend, in FLOP/s."""
-    import _harness
+    import harness
     import keras
     import numpy as np
 
@@ -121,17 +122,14 @@ def run_roof(spec):
     def step():
         return keras.ops.convert_to_numpy(keras.ops.matmul(a, b)[0, 0])
 
-    _, times = _harness.time_step(step, repeats=5, min_seconds=2.0)
+    _, times = harness.time_step(step, repeats=5, min_seconds=2.0)
     return {"flops_per_second": 2.0 * size**3 / min(times)}
 
 
 def worker_main(spec_json):
     spec = json.loads(spec_json)
     os.environ["KERAS_BACKEND"] = spec["backend"]
-    sys.path.insert(0, HERE)
-    if spec["backend"] == "torch":
-        # torch before TensorFlow-linked modules, as in the test suite.
-        import torch  # noqa: F401
+    sys.path[:0] = PATHS
     start = time.perf_counter()
     result = run_roof(spec) if spec["case"] == "roof" else run_case(spec)
     result["worker_seconds"] = time.perf_counter() - start
@@ -255,12 +253,14 @@ def main(argv=None):
         return 2
     started = datetime.datetime.now(datetime.UTC)
     roof, records = run_all(args)
+    import provenance
     import report
 
     result = {
         "backend": args.backend,
         "started_utc": started.isoformat(timespec="seconds"),
         "release": package_release(),
+        "commit": provenance.source_commit(),
         "machine": machine_info(args.backend),
         # The output folder is where the results are: recording it would only
         # leak this machine's paths into the committed JSON.
@@ -276,18 +276,16 @@ def main(argv=None):
     base = os.path.join(args.output_dir, f"attention_{args.backend}")
     with open(base + ".json", "w") as file:
         json.dump(result, file, indent=1)
-    markdown = report.markdown(result, TIME_TARGETS)
-    with open(base + ".md", "w") as file:
-        file.write(markdown)
-    report.write_summary(args.output_dir, BACKENDS)
-    print(markdown)
+    report.write_reports(args.output_dir, BACKENDS)
+    print(report.markdown(result))
     return 0
 
 
 def package_release():
     """The measured package's version, read from its source: the parent
     process imports no framework, so not the package either."""
-    path = os.path.join(HERE, "..", "src", "conv_self_attention", "__init__.py")
+    path = os.path.join(BENCHMARKS, "..", "src", "conv_self_attention",
+                        "__init__.py")
     with open(path) as file:
         return re.search(r'^__version__ = "([^"]+)"', file.read(), re.M)[1]
 
@@ -295,6 +293,7 @@ def package_release():
 def machine_info(backend):
     from importlib import metadata
 
+    import provenance
     import psutil
 
     versions = {}
@@ -307,6 +306,7 @@ def machine_info(backend):
                 pass
     return {
         "cpus": os.cpu_count(),
+        "cpu_model": provenance.cpu_model(),
         "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
@@ -315,5 +315,5 @@ def machine_info(backend):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, HERE)
+    sys.path[:0] = PATHS
     sys.exit(main())

@@ -1,8 +1,8 @@
-"""Makes `.gpu/`, what `benchmarks/run_gpu.sh` needs on a GPU machine that
+"""Makes `.gpu/`, what `benchmarks/gpu/run_gpu.sh` needs on a GPU machine that
 has torch and JAX built for CUDA but maybe neither Keras, pytest nor
 hypothesis, and no package registry.
 
-    python benchmarks/gpu_payload.py [--python-versions 3.11 3.12 ...]
+    python benchmarks/gpu/gpu_payload.py [--python-versions 3.11 3.12 ...]
 
 It holds Keras, pytest and hypothesis at the versions installed in this
 environment, with every package they declare as a dependency for the
@@ -44,7 +44,9 @@ PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64",
              "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 LIMIT_MIB = 64
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout: two folders above this one.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 def _environment(version):

@@ -9,7 +9,7 @@ from float, and the int8 model is converted again with those op types
 kept in float (`denylisted_ops`), measured the same way. Not part of the
 test suite; docs/guide/deploying.md quotes its output.
 
-    python benchmarks/quantize_litert.py --epochs 15
+    python benchmarks/export/quantize_litert.py --epochs 15
 """
 
 import argparse

@@ -14,10 +14,11 @@ POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 IMPLEMENTATIONS = ("naive", "auto", "dense", "chunked", "fused")
 # Run first everywhere: the targets compare these two.
 TARGET_CASES = ("naive", "auto")
-# (map side, batch, channels): issue 9's shapes. The first is the
-# small-map target, the last two the large-map targets (gpu_report.py).
+# (map side, batch, channels), the shapes the H200 was measured at. The
+# first is the small-map target, the last two the large-map targets
+# (gpu_report.py).
 SHAPES = ((32, 32, 256), (64, 16, 128), (128, 8, 64), (256, 2, 64))
-# The large-map targets: what benchmarks/run_gpu.sh measures first.
+# The large-map targets: what benchmarks/gpu/run_gpu.sh measures first.
 HEADLINE_SHAPES = SHAPES[2:]
 SMOKE_SHAPES = ((8, 4, 32), (16, 2, 16))
 # The attention term's weight. With 1.0 it is as large as the input in
@@ -42,10 +43,10 @@ def plan(shapes, policies, implementations):
 def build(case, shape):
     """The built layer of `case` in the current global dtype policy and
     its float32 input `(batch, side, side, channels)` (seeded)."""
-    import _harness
+    import harness
 
     size, batch, channels = shape
-    layer = _harness.build_case(case, channels, gamma=GAMMA)
+    layer = harness.build_case(case, channels, gamma=GAMMA)
     inputs = np.random.default_rng(0).normal(
         size=(batch, size, size, channels)
     ).astype("float32")

@@ -1,20 +1,24 @@
 """GPU benchmark of the whole layer: fwd+bwd, one process per backend.
 
-    python benchmarks/gpu.py                          # installed backends
-    python benchmarks/gpu.py --backends torch jax --budget 200
-    python benchmarks/gpu.py --smoke --output-dir DIR  # CPU check
+    python benchmarks/gpu/gpu.py                          # installed backends
+    python benchmarks/gpu/gpu.py --backends torch jax --budget 200
+    python benchmarks/gpu/gpu.py --smoke --output-dir DIR  # CPU check
 
-For issue 9's shapes (32x32 batch 32 C=256, 64x64 batch 16 C=128,
-128x128 batch 8 C=64, 256x256 batch 2 C=64), the dtype policies float32,
-mixed_bfloat16 and mixed_float16, and the cases `naive` (the textbook
+For the four shapes of `gpu_cases.SHAPES` (32x32 batch 32 C=256, 64x64
+batch 16 C=128, 128x128 batch 8 C=64, 256x256 batch 2 C=64), the dtype
+policies float32, mixed_bfloat16 and mixed_float16, and the cases `naive`
+(the textbook
 block of `baselines.py`, same policy) and `SelfAttention2D` with
 `attention_implementation` `auto`, `dense`, `chunked` and `fused`
 (`gpu_cases.py`), each backend's worker process (`gpu_measure.py`) times
 a fwd+bwd step and measures its GPU working memory, then checks the case
 (`gpu_check.py`): the kernel and block size the layer reports having run
 (`layer.last_kernel`) against the expected one, and the output against a
-float32 reference of the same case. A wrong kernel or an error above the
-case's tolerance prints FAIL and makes the exit status 1.
+float32 reference of the same case. A wrong kernel, an error above the
+case's tolerance, or a case that raises anything but out of memory (the
+exception's first line goes into the table) prints FAIL and makes the
+exit status 1; so does a check skipped for memory or a worker that
+crashed or was killed.
 
 A case that runs out of memory is recorded as `oom`. `naive` and `auto`
 run first for every shape and policy, then the explicit implementations,
@@ -27,7 +31,7 @@ is recorded (`gpu_device.py`).
 Results go to `--output-dir` (default `benchmarks/results/`) as
 `gpu_<device>_<backend>.json` and `.md`, `<device>` being the slugified
 device name (`nvidia-h200`), plus `gpu_<device>.md` joining the backends.
-`--shapes` picks maps (`benchmarks/run_gpu.sh` runs the headline ones,
+`--shapes` picks maps (`benchmarks/gpu/run_gpu.sh` runs the headline ones,
 `gpu_cases.HEADLINE_SHAPES`, first). `--smoke` runs tiny maps and few
 steps with the same code paths, on CPU too (memory is then None on torch
 and TensorFlow); without it, a worker that finds no GPU stops.
@@ -44,14 +48,17 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+BENCHMARKS = os.path.dirname(HERE)
+for folder in (os.path.join(BENCHMARKS, "common"), HERE):
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 import gpu_cases  # noqa: E402
 import gpu_measure  # noqa: E402
 import gpu_report  # noqa: E402
+import provenance  # noqa: E402
 
-RESULTS_DIR = os.path.join(HERE, "results")
+RESULTS_DIR = os.path.join(BENCHMARKS, "results")
 # Seconds of cases for all backends together: with start-up, the matmul
 # roof, the last case and the grace period, a run stays within 10 minutes.
 TOTAL_BUDGET = 400.0
@@ -69,7 +76,7 @@ def parse_args(argv):
     parser.add_argument(
         "--shapes", nargs="+", type=shape_argument, default=None,
         metavar="SIDExBATCHxCHANNELS",
-        help="maps to run, e.g. 128x8x64 (default: issue 9's four, or "
+        help="maps to run, e.g. 128x8x64 (default: gpu_cases.SHAPES, or "
         "the smoke mode's tiny two)",
     )
     parser.add_argument("--policies", nargs="+", choices=gpu_cases.POLICIES,
@@ -150,6 +157,7 @@ def run_backend(backend, args):
     return {
         "backend": backend,
         "started_utc": started.isoformat(timespec="seconds"),
+        "commit": provenance.source_commit(),
         "arguments": spec,
         "worker": worker,
         "info": info,
@@ -231,10 +239,9 @@ def main(argv=None):
         print(gpu_report.markdown(result), flush=True)
         name = os.path.basename(base)
         print(f"wrote {name}.json and {name}.md", flush=True)
-        failed = gpu_report.failed_checks(result)
-        if failed:
-            print(f"{backend}: FAIL in {len(failed)} checked cases",
-                  flush=True)
+        problems = gpu_report.run_problems(result)
+        if problems:
+            print(f"{backend}: FAIL: {'; '.join(problems)}", flush=True)
             status = 1
     return status
 

@@ -1,23 +1,24 @@
 """Console lines, Markdown tables, target and check verdicts for
-`benchmarks/gpu.py` results."""
+`benchmarks/gpu/gpu.py` results."""
 
 import json
 import math
 
 import gpu_check
-from report import ratio
+from targets import GPU_FLOAT32_MEMORY
+from targets import GPU_MIXED_MEMORY
+from targets import GPU_MIXED_TIME
+from targets import GPU_TIME
+from units import ratio
 
 GIB = 2**30
 CASES = ("naive", "auto", "dense", "chunked", "fused")
 MIXED_POLICIES = ("mixed_bfloat16", "mixed_float16")
-# Issue 9's targets. auto/naive fwd+bwd time in float32 (where the naive
-# block fits) and on small maps in every policy, per backend:
-TIME_LIMITS = {"jax": 1.1, "torch": 1.2}
-# Under mixed precision at the large maps: time ratio and working memory.
-MIXED_TIME_LIMIT = 0.45
-MIXED_MEMORY_GIB = 0.3
-# float32 at the largest map (256x256 batch 2).
-FLOAT32_MEMORY_GIB = 2.0
+# The limits, each with its reason, are in common/targets.py.
+TIME_LIMITS = {backend: target.limit for backend, target in GPU_TIME.items()}
+MIXED_TIME_LIMIT = GPU_MIXED_TIME.limit
+MIXED_MEMORY_GIB = GPU_MIXED_MEMORY.limit
+FLOAT32_MEMORY_GIB = GPU_FLOAT32_MEMORY.limit
 MEMORY_METHODS = {
     "torch": "peak allocated during one step minus allocated before",
     "jax": "compiled step's temp + output bytes (XLA memory analysis)",
@@ -54,6 +55,9 @@ def gibibytes(record):
 def _cell(record):
     if record is None:
         return ""
+    if record["status"] == "error":  # a FAIL, with why
+        why = "; ".join(record.get("problems") or [record["error"][:100]])
+        return "ERROR (FAIL): " + why.replace("|", "/")
     if record["status"] != "ok":
         return record["status"].upper()
     memory = gibibytes(record)
@@ -72,6 +76,8 @@ def describe(record):
     label = (f"{record['size']}x{record['size']} b{record['batch']} "
              f"C{record['channels']} {record['policy']:14s} "
              f"{record['case']:8s}")
+    if record["status"] == "error":
+        return f"{label} error: FAIL: {'; '.join(record['problems'])}"
     if record["status"] != "ok":
         return f"{label} {record['status']}: {record['error'][:100]}"
     memory = record["working_bytes"]
@@ -87,18 +93,39 @@ def describe(record):
 
 
 def failed_checks(result):
-    """The measured cases whose check printed FAIL."""
+    """The cases that FAIL: a check that failed or raised, or a case that
+    raised anything but out of memory."""
     return [r for r in result["records"] if r.get("verdict") == "FAIL"]
+
+
+def run_problems(result):
+    """Why the benchmark step must exit non-zero: FAIL cases, checks not
+    made for memory, a worker that crashed or was killed."""
+    problems = [f"{len(failed)} cases FAIL" for failed in
+                [failed_checks(result)] if failed]
+    unchecked = [r for r in result["records"]
+                 if r.get("verdict") == "NOT CHECKED"]
+    if unchecked:
+        problems.append(f"{len(unchecked)} cases NOT CHECKED (out of "
+                        "memory in the check)")
+    worker = result["worker"]
+    if worker["timed_out"]:
+        problems.append("the worker was killed at its time limit")
+    elif worker["returncode"]:
+        problems.append(f"the worker exited {worker['returncode']}: "
+                        + " | ".join(worker["stderr_tail"][-2:]))
+    return problems
 
 
 def check_lines(result):
     """How many cases were checked, and one line per FAIL or case whose
     check ran out of memory."""
-    checked = [r for r in result["records"] if "verdict" in r]
+    checked = [r for r in result["records"]
+               if r["status"] == "ok" and "verdict" in r]
     failed = failed_checks(result)
     unchecked = [r for r in checked if r["verdict"] == "NOT CHECKED"]
     lines = [f"- {len(checked) - len(unchecked)} cases checked, "
-             f"{len(failed)} FAIL."]
+             f"{len(failed)} FAIL (errors included)."]
     for record in failed + unchecked:
         shape = (record["size"], record["batch"], record["channels"])
         lines.append(f"- {record['verdict']} {_shape_name(shape)} "
@@ -143,8 +170,9 @@ def _memory_target(table, shape, policy, limit):
 
 
 def targets(result):
-    """Issue 9's targets for one backend's result, as dicts with `name`,
-    `verdict` (PASS, FAIL, NOT MEASURED, N/A ...), `value` and `limit`.
+    """The GPU targets (`common/targets.py`) of one backend's result, as
+    dicts with `name`, `verdict` (PASS, FAIL, NOT MEASURED, N/A ...),
+    `value` and `limit`.
     The first shape of the run is the small-map target, the last two the
     large maps (so a smoke run checks the same code on its tiny maps)."""
     backend = result["backend"]
@@ -265,7 +293,8 @@ def markdown(result):
               "reference of the same case, relative to the attention term):",
               ""]
     lines += check_lines(result)
-    lines += ["", "Targets (issue 9):", ""]
+    lines += ["", "Targets (`benchmarks/common/targets.py` gives each "
+              "reason):", ""]
     lines += [target_line(target) for target in found]
     problems = problem_lines(result)
     if problems:

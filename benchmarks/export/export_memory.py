@@ -8,8 +8,8 @@ loaders) and reports the peak RSS after loading and after inference; their
 difference is the inference's working memory. docs/guide/deploying.md
 quotes the output.
 
-    python benchmarks/export_memory.py --backend tensorflow --side 128
-    python benchmarks/export_memory.py --backend torch --side 128
+    python benchmarks/export/export_memory.py --backend tensorflow --side 128
+    python benchmarks/export/export_memory.py --backend torch --side 128
 """
 
 import argparse
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 
-TESTS = pathlib.Path(__file__).resolve().parents[1] / "tests"
+TESTS = pathlib.Path(__file__).resolve().parents[2] / "tests"
 FORMATS = {
     "tensorflow": ("tf_saved_model", "onnx", "litert"),
     "jax": ("tf_saved_model", "onnx"),

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Prepares .gpu/ for benchmarks/run_gpu.sh (benchmarks/gpu_payload.py says
+# Prepares .gpu/ for benchmarks/gpu/run_gpu.sh (benchmarks/gpu/gpu_payload.py says
 # what it holds and why): Keras, pytest, hypothesis and their dependencies
 # at this environment's versions, unpacked, compiled ones (optree) for
 # CPython 3.11-3.14.
 #
-#   benchmarks/prepare_gpu_payload.sh [--python-versions 3.11 3.12 ...]
+#   benchmarks/gpu/prepare_gpu_payload.sh [--python-versions 3.11 3.12 ...]
 #
 # The versions are those installed in $PYTHON, else .venv/bin/python, else
 # python3; the wheels come from pip's configured index. The payload must
 # stay within 64 MiB (checked).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 if [ -n "${PYTHON:-}" ]; then
   python="$PYTHON"
@@ -19,4 +19,4 @@ elif [ -x .venv/bin/python ]; then
 else
   python=python3
 fi
-exec "$python" benchmarks/gpu_payload.py "$@"
+exec "$python" benchmarks/gpu/gpu_payload.py "$@"

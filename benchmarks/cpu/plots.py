@@ -1,6 +1,6 @@
 """Draws the Benchmarks page's plots from `benchmarks/results/*.json`.
 
-    python benchmarks/plots.py            # or: make bench-plots
+    python benchmarks/cpu/plots.py            # or: make bench-plots
 
 One figure per mode (forward, forward+backward): a column per backend, time
 (top) and memory (bottom) against the map size, for our layer (`auto`), the
@@ -22,8 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-OUTPUT = HERE.parent / "docs" / "images"
+RESULTS = HERE.parent / "results"
+OUTPUT = HERE.parents[1] / "docs" / "images"
 GIB = 2**30
 BACKENDS = ("tensorflow", "jax", "torch")
 CASES = {

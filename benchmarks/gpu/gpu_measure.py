@@ -33,9 +33,6 @@ def worker_main(spec):
     Returns the process exit status."""
     start = time.monotonic()
     backend = spec["backend"]
-    if backend == "torch":
-        # torch before TensorFlow-linked modules, as in the test suite.
-        import torch  # noqa: F401
     with open(spec["records_path"], "a") as out:
         device = gpu_device.device_info(backend)
         info = {"kind": "info", "device": device,
@@ -97,16 +94,27 @@ def run_case(backend, device, shape, policy, case, spec):
 
 
 def _record_failure(record, error):
+    """Out of memory while timing is a result (`oom`); any other error is
+    a FAIL with the exception's first line, for the table."""
     oom = is_oom(error)
     text = repr(error)[:400]
     if record.get("status") != "ok":  # timing failed
         record["status"] = "oom" if oom else "error"
         record["error"] = text
+        if not oom:
+            record["verdict"] = "FAIL"
+            record["problems"] = [f"raised {first_line(error)}"]
     else:  # the check failed
         record["verdict"] = "NOT CHECKED" if oom else "FAIL"
-        record["problems"] = [f"check raised {text}"]
+        record["problems"] = [f"check raised {first_line(error)}"]
     if not oom:
         record["trace"] = without_folders(traceback.format_exc()[-1200:])
+
+
+def first_line(error):
+    """`TypeError: the first line of its message`, at most 160 characters."""
+    lines = str(error).strip().splitlines() or [""]
+    return without_folders(f"{type(error).__name__}: {lines[0]}")[:160]
 
 
 def without_folders(text):
@@ -125,9 +133,9 @@ def is_oom(error):
 
 def measure(backend, layer, inputs, spec):
     """Times one case's fwd+bwd step and measures its working memory."""
-    import _harness
+    import harness
     import numpy as np
-    import report
+    import units
 
     batch, size, _, channels = inputs.shape
     started = time.perf_counter()
@@ -140,7 +148,7 @@ def measure(backend, layer, inputs, spec):
     count = timed_steps(spec, estimate)
     times = [gpu_device.seconds(step) for _ in range(count)]
     median = float(np.median(times))
-    flops = report.attention_flops(size, batch, channels, backward=True)
+    flops = units.attention_flops(size, batch, channels, backward=True)
     return {
         "median_ms": median * 1e3,
         "min_ms": min(times) * 1e3,
@@ -149,7 +157,7 @@ def measure(backend, layer, inputs, spec):
         "warmup_seconds": warmup,
         "working_bytes": memory,
         "tflops": flops / median / 1e12,
-        "peak_rss_bytes": _harness.peak_rss_bytes(),
+        "peak_rss_bytes": harness.peak_rss_bytes(),
     }
 
 
@@ -167,10 +175,10 @@ def timed_steps(spec, estimate):
 
 
 def _torch_runner(layer, inputs):
-    import _harness
+    import harness
     import torch
 
-    run = _harness.make_step(layer, inputs, "fwd+bwd")
+    run = harness.make_step(layer, inputs, "fwd+bwd")
     cuda = torch.cuda.is_available()
 
     def step():
@@ -192,12 +200,12 @@ def _torch_runner(layer, inputs):
 
 
 def _jax_runner(layer, inputs):
-    import _harness
+    import harness
     import jax
 
     # On the device once: a NumPy input would be copied there every step.
     inputs = [jax.device_put(x) for x in inputs]
-    jitted, arguments = _harness.jax_step_parts(layer, inputs, True)
+    jitted, arguments = harness.jax_step_parts(layer, inputs, True)
     compiled = jitted.lower(*arguments).compile()
     stats = compiled.memory_analysis()
     memory = None
@@ -217,11 +225,11 @@ def _jax_runner(layer, inputs):
 
 
 def _tensorflow_runner(layer, inputs):
-    import _harness
+    import harness
     import tensorflow as tf
 
     # Fetches the gradients to the host, which waits for the device.
-    step = _harness.make_step(layer, inputs, "fwd+bwd")
+    step = harness.make_step(layer, inputs, "fwd+bwd")
     gpu = bool(tf.config.list_physical_devices("GPU"))
 
     def working_memory():

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One bounded step of benchmarks/run_gpu.sh; prints its summary.txt line.
+# One bounded step of benchmarks/gpu/run_gpu.sh; prints its summary.txt line.
 #
-#   benchmarks/gpu_step.sh NAME LIMIT LOG junit|benchmark REPORT COMMAND...
+#   benchmarks/gpu/gpu_step.sh NAME LIMIT LOG junit|benchmark REPORT COMMAND...
 #
 # Runs COMMAND for at most LIMIT seconds, its output to LOG. At the limit
 # it gets SIGINT, so that pytest still writes its JUnit XML and the
-# failures so far, and SIGKILL 20 s later. Then benchmarks/gpu_summary.py
+# failures so far, and SIGKILL 20 s later. Then benchmarks/gpu/gpu_summary.py
 # reads REPORT (the JUnit file, or a glob of the benchmark's JSON written
 # during the step) into one line: exit status, seconds, timed out or not,
 # and the counts. $PYTHON runs it (default python3).

@@ -1,7 +1,7 @@
-"""The first step of `benchmarks/run_gpu.sh`: what the machine has, and
+"""The first step of `benchmarks/gpu/run_gpu.sh`: what the machine has, and
 whether the run can go on.
 
-    python benchmarks/gpu_preflight.py --backends torch jax --run-file F
+    python benchmarks/gpu/gpu_preflight.py --backends torch jax --run-file F
         [--smoke] [--payload .gpu]
 
 It prints Python's version and the payload it uses, pytest's and
@@ -10,9 +10,10 @@ with `KERAS_BACKEND` set) the backend's versions with its CUDA and cuDNN,
 the device it computes on and the Keras it imports, and where each module
 came from (payload, checkout or machine). It writes the backends that
 will run to `--run-file` and exits 0, or explains in one line on stderr
-why nothing can run and exits 2: pytest, hypothesis or Keras does not
-import, or no backend sees a GPU. A backend that does not import or sees
-no GPU is "not run", and the others go on. `--smoke` (a CPU dry run)
+why nothing can run and exits 2: pytest or hypothesis does not import,
+or no backend can run. A backend that does not import, with which Keras
+does not import, or that sees no GPU is "not run: <reason>", and the
+others go on. `--smoke` (a CPU dry run)
 accepts a backend without a GPU.
 """
 
@@ -24,7 +25,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout: two folders above this one.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 PROBE_SECONDS = 90
 
 
@@ -176,11 +179,11 @@ def decide(probes, smoke):
     not}`, and the one-line reason to stop (None to go on)."""
     run, not_run = [], {}
     for backend, found in probes.items():
-        if "keras_error" in found:
-            return [], {}, (f"Keras does not import with the {backend} "
-                            f"backend: {found['keras_error']}")
         if "backend_error" in found:
             not_run[backend] = f"{backend} does not import"
+        elif "keras_error" in found:
+            # The other backend's numbers are still worth having.
+            not_run[backend] = f"Keras does not import: {found['keras_error']}"
         elif not found["gpu"] and not smoke:
             not_run[backend] = "no GPU"
         else:
@@ -188,8 +191,8 @@ def decide(probes, smoke):
     if run:
         return run, not_run, None
     seen = "; ".join(f"{b}: {why}" for b, why in not_run.items())
-    if smoke:
-        return run, not_run, f"no backend imports ({seen})"
+    if smoke or any("Keras" in why for why in not_run.values()):
+        return run, not_run, f"no backend can run ({seen})"
     return run, not_run, f"no backend sees a GPU ({seen})"
 
 

@@ -1,9 +1,9 @@
-"""One line of `summary.txt` per step of `benchmarks/run_gpu.sh`: ran or
+"""One line of `summary.txt` per step of `benchmarks/gpu/run_gpu.sh`: ran or
 not, exit status, seconds against the step's limit, timed out or not, and
 what it found, read from the step's JUnit XML (pytest steps) or JSON
 results (benchmark steps).
 
-    python benchmarks/gpu_summary.py NAME EXIT SECONDS LIMIT
+    python benchmarks/gpu/gpu_summary.py NAME EXIT SECONDS LIMIT
         [--junit FILE | --benchmark FILE]
 """
 
