@@ -40,7 +40,6 @@ def pick(**overrides):
         "batch_heads": 8,
         "key_width": 8,
         "value_width": 32,
-        "return_scores": False,
     }
     arguments.update(overrides)
     return auto.select_implementation(**arguments)

@@ -133,42 +133,44 @@ def tolerance(policy, device, case):
 
 def expected_kernel(case, backend, device, shape, policy):
     """The kernel the layer must report for this case, as `kernel_fields`
-    (None for the naive block, which has no kernel)."""
+    (None for the naive block, which has no kernel).
+
+    The package's pure planner (`kernels.plan_kernel`, which the layer's
+    dispatcher calls too) given this checker's own facts: the device as
+    the preflight measured it (not as the package finds it), and the
+    case's shape with the layer's default widths, one head, the real batch
+    (a block planned for another batch, e.g. unknown at trace time, shows
+    as a FAIL)."""
     import keras
 
-    from conv_self_attention.kernels import auto
-    from conv_self_attention.kernels import chunked
+    from conv_self_attention import kernels
+    from conv_self_attention.kernels.device import Device
     from conv_self_attention.kernels.device import parse_capability
 
     if case == "naive":
         return None
     size, batch, channels = shape
-    key_width, value_width = channels // 8, channels // 2
-    platform = "gpu" if device.get("gpu") else "cpu"
-    positions = size * size
-    implementation = case
-    if case == "auto":
-        implementation = auto.select_implementation(
-            backend=backend,
-            platform=platform,
-            compute_capability=parse_capability(
-                device.get("compute_capability")
-            ),
-            dtype=keras.DTypePolicy(policy).compute_dtype,
-            num_queries=positions,
-            num_keys=positions,
-            batch_heads=batch,
-            key_width=key_width,
-            value_width=value_width,
-        )
-    chunk_size = None
-    if implementation == "chunked":
-        # The package's planner for the real batch: a block planned for
-        # another batch (e.g. unknown at trace time) shows as a FAIL.
-        chunk_size = chunked.plan_blocks(
-            positions, positions, batch, 1, platform
-        ).chunk_size
-    return {"implementation": implementation, "chunk_size": chunk_size}
+    gpu = bool(device.get("gpu"))
+    planned = kernels.plan_kernel(
+        backend=backend,
+        device=Device(
+            "gpu" if gpu else "cpu",
+            parse_capability(device.get("compute_capability")) if gpu
+            else None,
+        ),
+        dtype=keras.DTypePolicy(policy).compute_dtype,
+        num_queries=size * size,
+        num_keys=size * size,
+        batch=batch,
+        heads=1,
+        key_width=channels // 8,
+        value_width=channels // 2,
+        implementation=case,
+    )
+    return {
+        "implementation": planned.implementation,
+        "chunk_size": planned.chunk_size,
+    }
 
 
 def kernel_fields(call):
