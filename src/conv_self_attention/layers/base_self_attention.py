@@ -11,6 +11,9 @@ from conv_self_attention.layers import arguments
 from conv_self_attention.layers.grid import key_value_grid
 from conv_self_attention.layers.grid import normalize_pool_size
 from conv_self_attention.layers.grid import num_positions
+from conv_self_attention.layers.initialization import apply_query_key_init
+from conv_self_attention.layers.initialization import check_query_key_init
+from conv_self_attention.layers.initialization import projection_initializer
 from conv_self_attention.layers.kernel_choice import current_kernel
 from conv_self_attention.layers.projection import PointwiseProjection
 
@@ -84,7 +87,21 @@ class BaseSelfAttention(keras.layers.Layer):
             (`2**21` logits on a CPU, `2**27` on a GPU; `plan_blocks` in
             `kernels.chunked`). An explicit value is honoured past it.
         kernel_initializer: initializer of the 1x1 convolution kernels.
-            Defaults to `"glorot_uniform"`.
+            Each projection gets its own copy (a seeded initializer's
+            copies get seeds derived from its seed, one per projection), so
+            no two kernels start equal by accident and a seeded initializer
+            gives the same kernels on every build. Defaults to
+            `"glorot_uniform"`.
+        query_key_init: how the query and key kernels relate at
+            initialization. `"independent"`: each drawn on its own.
+            `"mimetic"`: the key kernel starts as a copy of the query
+            kernel, so the logits start as `x_i^T W W^T x_j`, a similarity
+            prior (each position first attends to positions with similar
+            features; the query-key half of Trockman & Kolter's mimetic
+            initialization). Layers configured or saved without this
+            argument get the default. Defaults to `"independent"`, the
+            setting that measured better (guide "When does the layer
+            help?").
         kernel_regularizer: regularizer of the kernels. Defaults to `None`.
         kernel_constraint: constraint of the kernels. Defaults to `None`.
         **kwargs: base layer arguments (`name`, `dtype`, `trainable`).
@@ -151,6 +168,7 @@ class BaseSelfAttention(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         kernel_regularizer=None,
         kernel_constraint=None,
+        query_key_init="independent",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -195,6 +213,7 @@ class BaseSelfAttention(keras.layers.Layer):
         self.kernel_constraint = arguments.keras_object(
             keras.constraints.get, "kernel_constraint", kernel_constraint
         )
+        self.query_key_init = check_query_key_init(query_key_init)
         self.input_spec = keras.layers.InputSpec(ndim=rank + 2)
 
     @property
@@ -325,6 +344,7 @@ class BaseSelfAttention(keras.layers.Layer):
             self.shortcut_projection = self._projection(
                 "shortcut_projection", channels, self.output_channels
             )
+        apply_query_key_init(self)
         self.gamma = self.add_weight(
             name="gamma",
             shape=(),
@@ -341,7 +361,9 @@ class BaseSelfAttention(keras.layers.Layer):
             out_channels,
             use_bias=self.use_bias,
             spectral_norm=self.spectral_norm,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=projection_initializer(
+                self.kernel_initializer, name
+            ),
             kernel_regularizer=self.kernel_regularizer,
             kernel_constraint=self.kernel_constraint,
             dtype=self.dtype_policy,
@@ -476,6 +498,7 @@ class BaseSelfAttention(keras.layers.Layer):
             "kernel_constraint": keras.constraints.serialize(
                 self.kernel_constraint
             ),
+            "query_key_init": self.query_key_init,
         }
         return {**super().get_config(), **config}
 
