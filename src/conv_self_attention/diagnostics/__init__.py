@@ -4,10 +4,14 @@
 (gamma, contribution, entropy, mean distance, local mass, query
 dependence; see `conv_self_attention.diagnostics.statistics`),
 `AttentionMonitor` logs them during training and `GammaLogger` logs gamma
-alone; `plot_attention_statistics` and `plot_attention_distance` draw
-them (with matplotlib).
+alone; `attention_ablation` says whether a trained model's predictions
+depend on each layer (gamma set to 0, one layer at a time);
+`plot_attention_statistics` and `plot_attention_distance` draw them (with
+matplotlib).
 """
 
+from conv_self_attention.diagnostics.ablation import attention_ablation
+from conv_self_attention.diagnostics.ablation import relative_change
 from conv_self_attention.diagnostics.callbacks import AttentionMonitor
 from conv_self_attention.diagnostics.callbacks import GammaLogger
 from conv_self_attention.diagnostics.callbacks import flat_statistics
@@ -39,6 +43,7 @@ __all__ = [
     "GammaLogger",
     "LayerStatistics",
     "QueryPlan",
+    "attention_ablation",
     "attention_distances",
     "attention_layers",
     "attention_statistics",
@@ -51,5 +56,6 @@ __all__ = [
     "plot_attention_distance",
     "plot_attention_statistics",
     "query_coordinates",
+    "relative_change",
     "sample_query_indices",
 ]
