@@ -26,6 +26,7 @@ from conv_self_attention.diagnostics.sampling import pairwise_distances
 from conv_self_attention.diagnostics.sampling import plan_query_sample
 from conv_self_attention.diagnostics.sampling import query_coordinates
 from conv_self_attention.diagnostics.sampling import sample_query_indices
+from conv_self_attention.diagnostics.statistics import BASELINES
 from conv_self_attention.diagnostics.statistics import STATISTICS
 from conv_self_attention.diagnostics.statistics import LayerStatistics
 from conv_self_attention.diagnostics.statistics import attention_distances
@@ -37,6 +38,7 @@ from conv_self_attention.visualize.plots import plot_attention_statistics
 
 __all__ = [
     "AUTO_SAMPLE_SIZE",
+    "BASELINES",
     "MAX_BYTES",
     "STATISTICS",
     "AttentionMonitor",
