@@ -163,10 +163,10 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     layer; per-head values, when logged, are thin lines. Where the
     uniform-attention baseline of a statistic was logged (`contribution`,
     `mean_distance`, `local_mass`), it is drawn dashed in the layer's
-    color: a statistic on its baseline is what uniform attention gives. Given the
-    `AttentionMonitor` itself, the points are its measurements, the one
-    before training (epoch 0) included. Given a `History`, they are
-    placed on the epochs it ran (`history.epoch`, so a resumed run starts
+    color: a statistic on its baseline is what uniform attention gives.
+    Given the `AttentionMonitor` itself, the points are its measurements,
+    the one before training (epoch 0) included. Given a `History`, they
+    are placed on the epochs it ran (`history.epoch`, so a resumed run starts
     at its `initial_epoch`); epochs logged as `nan` (between two
     measurements) are left out.
 
