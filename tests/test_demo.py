@@ -17,8 +17,8 @@ from conv_self_attention.demo import cli
 from conv_self_attention.demo import data
 from conv_self_attention.demo import frechet
 from conv_self_attention.demo import gan
+from conv_self_attention.demo import intervals
 from conv_self_attention.demo import networks
-from conv_self_attention.demo import report
 from conv_self_attention.diagnostics import STATISTICS
 from conv_self_attention.diagnostics import attention_statistics
 
@@ -96,18 +96,18 @@ def test_cli_defaults():
 
 
 def test_spread_and_differences():
-    one = report.spread([0.5])
+    one = intervals.spread([0.5])
     assert one == {"mean": 0.5, "std": None, "values": [0.5]}
-    values = report.spread([1.0, 2.0, 3.0])
+    values = intervals.spread([1.0, 2.0, 3.0])
     assert values["mean"] == 2.0 and values["std"] == pytest.approx(1.0)
-    baseline = report.spread([1.0, 1.0, 1.0])
+    baseline = intervals.spread([1.0, 1.0, 1.0])
     # s.e. = sqrt(1 / 3 + 0 / 3); t(0.975, 2 d.f.) = 4.303 (tables).
-    delta, error, half_width = report.difference_interval(values, baseline)
+    delta, error, half_width = intervals.difference_interval(values, baseline)
     assert (delta, error) == (1.0, pytest.approx(math.sqrt(1 / 3)))
     assert half_width == pytest.approx(4.3027 * math.sqrt(1 / 3), rel=1e-4)
-    assert report._difference(values, baseline, 2) == (
+    assert intervals.difference(values, baseline, 2) == (
         "+1.00 (s.e. 0.58; 95%: -1.48 to +3.48)")
-    assert report._difference(one, baseline, 1) == "-0.5"
+    assert intervals.difference(one, baseline, 1) == "-0.5"
 
 
 @pytest.mark.parametrize("attention", networks.ATTENTION_PLACES)
