@@ -105,3 +105,16 @@ def test_bad_query_key_init_is_refused(value):
             r"Expected one of \('independent', 'mimetic'\)\. Received: "
             rf"query_key_init={value!r}")):
         SelfAttention2D(query_key_init=value)
+
+
+def test_a_mimetic_layer_trains_and_its_kernels_part():
+    # On JAX, a key kernel sharing the query kernel's buffer broke `fit`.
+    inputs = keras.Input((4, 4, 8))
+    layer = SelfAttention2D(gamma=0.5, query_key_init="mimetic")
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x = np.random.default_rng(0).normal(size=(8, 4, 4, 8)).astype("float32")
+    model.fit(x, x[..., ::-1], epochs=2, batch_size=4, verbose=0)
+    query, key = (keras.ops.convert_to_numpy(p.kernel) for p in (
+        layer.query_projection, layer.key_projection))
+    assert np.all(np.isfinite(query)) and not np.allclose(query, key)

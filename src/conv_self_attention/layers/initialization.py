@@ -18,6 +18,8 @@ The query-key relation at initialization is an explicit choice,
   mimetic initialization (Trockman & Kolter, 2023).
 """
 
+from keras import ops
+
 QUERY_KEY_INITS = ("independent", "mimetic")
 # The order of the projections; a seeded initializer's copy for the
 # projection at index `i` gets a seed derived from the user's and `i`.
@@ -58,4 +60,7 @@ def projection_initializer(initializer, name):
 def apply_query_key_init(layer):
     """Sets the key kernel from the query kernel for `"mimetic"`."""
     if layer.query_key_init == "mimetic":
-        layer.key_projection.kernel.assign(layer.query_projection.kernel)
+        # A copy: on JAX, two variables holding one buffer break `fit`,
+        # which donates every variable's buffer to the training step.
+        layer.key_projection.kernel.assign(
+            ops.copy(layer.query_projection.kernel.value))
