@@ -57,7 +57,7 @@ def build_parser():
     parser.add_argument(
         "--lookup-epochs",
         type=_positive_int,
-        help="lookup-task epochs (default 10; 1 with --quick).",
+        help="lookup-task epochs (default 15; 1 with --quick).",
     )
     parser.add_argument(
         "--query-key-init",

@@ -45,9 +45,9 @@ class Budget:
 
     train_examples: int = 4096
     held_out_examples: int = 1000
-    epochs: int = 10
+    epochs: int = 15
     batch_size: int = 64
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-3
 
 
 def build_arm(arm, query_key_init=None):
@@ -81,7 +81,8 @@ def build_arm(arm, query_key_init=None):
             "query_key_init": query_key_init}
         # Keys and values max-pooled 2x2 (as BigGAN does): 64 keys for
         # 256 queries, a quarter of the cost.
-        x = SelfAttention2D(pool_size=2, name="attention", **options)(x)
+        x = SelfAttention2D(pool_size=2, key_channels=8, name="attention",
+                            **options)(x)
     outputs = layers.Conv2D(CLASSES, 1, activation="softmax",
                             name="head")(x)
     return keras.Model(inputs, outputs, name=f"lookup_{arm}")
