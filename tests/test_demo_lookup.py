@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conv_self_attention.demo import cli
+from conv_self_attention.demo import intervals
 from conv_self_attention.demo import lookup
 from conv_self_attention.demo import lookup_data
 from conv_self_attention.demo import lookup_report
@@ -119,3 +120,19 @@ def test_the_guide_shows_the_committed_lookup_results():
         assert arm["accuracy"]["mean"] == pytest.approx(np.mean(values))
     assert len(lookup_results["arms"]["attention"]["ablation"]) == 5
     assert lookup_report.markdown_tables(lookup_results) in GUIDE.read_text()
+
+
+def test_the_guide_shows_the_committed_initialization_comparison():
+    results = json.loads((RESULTS.parent / "init-comparison.json").read_text())
+    page = GUIDE.read_text()
+    cases = [("lookup task, SelfAttention2D (seeds 0–4)", results["lookup"], 3)]
+    cases += [(f"digits, attention {place} (seeds 0–2)",
+               results["digits"][place], 4) for place in ("first",
+                                                          "intermediate")]
+    for label, values, digits in cases:
+        independent, mimetic = (intervals.spread(values[name]) for name in
+                                ("independent", "mimetic"))
+        row = (f"| {label} | {intervals.mean_std(independent, digits)} | "
+               f"{intervals.mean_std(mimetic, digits)} | "
+               f"{intervals.difference(mimetic, independent, digits)} |")
+        assert row in page

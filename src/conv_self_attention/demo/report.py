@@ -228,8 +228,9 @@ def summary(metrics, output_dir, files):
     ]
     for table in result_tables(metrics):
         lines += ["", *_text_table(*table)]
+    if "gan" in metrics:
+        lines.append("  " + FEATURES_NOTE)
     lines += [
-        "  " + FEATURES_NOTE,
         "  A difference of two means whose 95% interval (Student's t, "
         "min(seeds) - 1 degrees of freedom) contains 0 is within seed "
         "noise.",
@@ -280,7 +281,8 @@ def write_html(metrics, text, files, output_dir):
             cells = "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
             parts.append(f"<tr>{cells}</tr>")
         parts.append("</table>")
-    parts.append(f"<p>{html.escape(FEATURES_NOTE)}</p>")
+    if "gan" in metrics:
+        parts.append(f"<p>{html.escape(FEATURES_NOTE)}</p>")
     for path in _page_figures(files):
         with open(path, "rb") as file:
             encoded = base64.b64encode(file.read()).decode("ascii")
