@@ -54,7 +54,8 @@ def attention_ablation(model, inputs, targets=None, *, metric=None,
     Returns:
         `{layer_path: {"output_change": float, "intact": {name: float},
         "ablated": {name: float}, "change": {name: float}}}`, one entry per
-        layer (`layer_path` as in `attention_layers`); the three metric
+        layer (`layer_path`: its name, prefixed by its nested models'
+        names, as in `attention_statistics`); the three metric
         dicts are empty when no metric is evaluated.
 
     Raises:
