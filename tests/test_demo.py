@@ -17,8 +17,9 @@ from conv_self_attention.demo import cli
 from conv_self_attention.demo import data
 from conv_self_attention.demo import frechet
 from conv_self_attention.demo import gan
+from conv_self_attention.demo import intervals
 from conv_self_attention.demo import networks
-from conv_self_attention.demo import report
+from conv_self_attention.diagnostics import BASELINES
 from conv_self_attention.diagnostics import STATISTICS
 from conv_self_attention.diagnostics import attention_statistics
 
@@ -96,18 +97,18 @@ def test_cli_defaults():
 
 
 def test_spread_and_differences():
-    one = report.spread([0.5])
+    one = intervals.spread([0.5])
     assert one == {"mean": 0.5, "std": None, "values": [0.5]}
-    values = report.spread([1.0, 2.0, 3.0])
+    values = intervals.spread([1.0, 2.0, 3.0])
     assert values["mean"] == 2.0 and values["std"] == pytest.approx(1.0)
-    baseline = report.spread([1.0, 1.0, 1.0])
+    baseline = intervals.spread([1.0, 1.0, 1.0])
     # s.e. = sqrt(1 / 3 + 0 / 3); t(0.975, 2 d.f.) = 4.303 (tables).
-    delta, error, half_width = report.difference_interval(values, baseline)
+    delta, error, half_width = intervals.difference_interval(values, baseline)
     assert (delta, error) == (1.0, pytest.approx(math.sqrt(1 / 3)))
     assert half_width == pytest.approx(4.3027 * math.sqrt(1 / 3), rel=1e-4)
-    assert report._difference(values, baseline, 2) == (
+    assert intervals.difference(values, baseline, 2) == (
         "+1.00 (s.e. 0.58; 95%: -1.48 to +3.48)")
-    assert report._difference(one, baseline, 1) == "-0.5"
+    assert intervals.difference(one, baseline, 1) == "-0.5"
 
 
 @pytest.mark.parametrize("attention", networks.ATTENTION_PLACES)
@@ -246,14 +247,28 @@ def test_quick_demo_writes_valid_results(tmp_path):
         *metrics["gan"]["attention_statistics"].values(),
     ]
     assert len(statistics) == 4
+    statistics.append(metrics["lookup"]["attention_statistics"])
     for values in statistics:
-        assert set(values) == set(STATISTICS)
+        assert set(values) == {*STATISTICS, *BASELINES.values()}
         assert 0.0 <= values["entropy"]["mean"] <= 1.0
+    ablation = metrics["classifier"]["ablation"]["intermediate"]
+    assert ablation["output_change"]["mean"] >= 0.0
+    assert "accuracy_change" in ablation
+    lookup_arms = metrics["lookup"]["arms"]
+    assert list(lookup_arms) == ["plain", "dilated", "global_context",
+                                 "attention"]
+    for arm in lookup_arms.values():
+        assert len(arm["accuracy"]["values"]) == 1
+        assert 0.0 <= arm["accuracy"]["mean"] <= 1.0
+    seed_ablation, = lookup_arms["attention"]["ablation"]
+    assert seed_ablation["seed"] == 0
+    assert metrics["machine"] and metrics["date"]
     assert "mean_distance" in result.stdout
     assert "query_dependence" in result.stdout
 
     text = page.read_text()
-    assert text.count("data:image/png;base64,") == 17
+    assert text.count("data:image/png;base64,") == 18
+    assert "Lookup task" in text
     assert "Frechet distance" in text and "test accuracy" in text
 
     expected = [
@@ -267,7 +282,7 @@ def test_quick_demo_writes_valid_results(tmp_path):
         "attention_discriminator_real.png",
         "attention_discriminator_generated.png",
         "samples_gan_attention/epoch_001.png",
-        "samples_gan_plain/epoch_001.png",
+        "samples_gan_plain/epoch_001.png", "attention_lookup.png",
     ]
     for name in expected:
         with image_module.open(output_dir / name) as image:

@@ -49,8 +49,16 @@ def _terms(layer, inputs):
     shortcut = x
     if layer.shortcut_projection is not None:
         shortcut = reference.project(layer.shortcut_projection, x)
+    # Uniform attention: every query receives the mean of the values.
+    uniform_context = np.broadcast_to(value.mean(axis=1, keepdims=True),
+                                      context.shape)
+    uniform = reference.project(
+        layer.output_projection,
+        uniform_context.reshape(batch, context.shape[1], -1))
+    uniform_shares = np.einsum("bnhd,hdf->bhnf", uniform_context,
+                               kernel).reshape(batch, heads, -1)
     return (scores, attended.reshape(batch, -1), shortcut.reshape(batch, -1),
-            shares)
+            shares, uniform.reshape(batch, -1), uniform_shares)
 
 
 def _windows(spatial, pool_size):
@@ -89,7 +97,8 @@ def _local(spatial, pool_size, rows):
 
 
 def _reference_statistics(layer, inputs, rows=None):
-    scores, attended, shortcut, shares = _terms(layer, inputs)
+    scores, attended, shortcut, shares, uniform, uniform_shares = _terms(
+        layer, inputs)
     rank = layer.rank
     x_shape = np.shape(inputs)
     spatial = (x_shape[1 : 1 + rank] if layer.data_format == "channels_last"
@@ -105,27 +114,39 @@ def _reference_statistics(layer, inputs, rows=None):
     num_keys = keys.shape[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         plogp = np.where(probs > 0, probs * np.log(probs), 0.0)
-    entropy = -plogp.sum(-1) / math.log(num_keys) if num_keys > 1 else (
+    nats = -plogp.sum(-1)
+    entropy = nats / math.log(num_keys) if num_keys > 1 else (
         np.zeros(probs.shape[:3]))
     gamma = float(layer.gamma.numpy())
     norms = np.linalg.norm(shortcut, axis=1)
     kept = norms > 0
     head_norms = np.linalg.norm(shares, axis=2)[kept] / norms[kept, None]
+    uniform_heads = np.linalg.norm(uniform_shares, axis=2)[kept] / norms[
+        kept, None]
     expected = {
         "gamma": gamma,
         "contribution": np.mean(
             abs(gamma) * np.linalg.norm(attended, axis=1)[kept] / norms[kept]
         ),
         "entropy": entropy.mean(),
+        "effective_keys": np.exp(nats).mean(),
         "mean_distance": (probs * distance).sum(-1).mean(),
         "local_mass": (probs * local).sum(-1).mean(),
         "query_dependence": dependence.mean(),
+        "uniform_contribution": np.mean(
+            abs(gamma) * np.linalg.norm(uniform, axis=1)[kept] / norms[kept]
+        ),
+        "uniform_mean_distance": distance.mean(),
+        "uniform_local_mass": local.mean(),
     }
     for head in range(layer.num_heads):
         expected.update({
             f"contribution/head_{head}": abs(gamma) * np.mean(
                 head_norms[:, head]),
             f"entropy/head_{head}": entropy[:, head].mean(),
+            f"effective_keys/head_{head}": np.exp(nats)[:, head].mean(),
+            f"uniform_contribution/head_{head}": abs(gamma) * np.mean(
+                uniform_heads[:, head]),
             f"mean_distance/head_{head}": (
                 probs * distance).sum(-1)[:, head].mean(),
             f"local_mass/head_{head}": (probs * local).sum(-1)[:, head].mean(),

@@ -97,3 +97,69 @@ def test_tensorboard_after_the_monitor_records_the_statistics(tmp_path):
     events.Reload()
     tags = set(events.Tags()["tensors"]) | set(events.Tags()["scalars"])
     assert f"epoch_{KEY}" in tags
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops `fit` at the end of `epoch`, as a killed process would."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("interrupted")
+
+
+def _interrupted_then_resumed(backup_dir, monitor_first):
+    x, y = _data()
+
+    def callbacks(monitor):
+        backup = keras.callbacks.BackupAndRestore(str(backup_dir))
+        return [monitor, backup] if monitor_first else [backup, monitor]
+
+    interrupted = AttentionMonitor(x[:4])
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _model().fit(x, y, epochs=4, verbose=0,
+                     callbacks=[*callbacks(interrupted), _Interrupt(1)])
+    # A restarted process builds a fresh model; the backup restores it.
+    resumed = AttentionMonitor(x[:4])
+    _model().fit(x, y, epochs=4, verbose=0, callbacks=callbacks(resumed))
+    return interrupted, resumed
+
+
+def test_backup_and_restore_before_or_after_gives_the_same_history(
+        tmp_path):
+    gamma = "attention/att/gamma"
+    fresh = attention_statistics(_model(), _data()[0][:4])["att"]["gamma"]
+    runs = {order: _interrupted_then_resumed(tmp_path / str(order), order)
+            for order in (True, False)}
+    for interrupted, resumed in runs.values():
+        assert interrupted.epochs == [0, 1, 2]
+        # Measured after the backup was restored, not on the fresh model.
+        assert resumed.epochs == [2, 3, 4]
+        assert resumed.history[gamma][0] == pytest.approx(
+            interrupted.history[gamma][-1], rel=1e-6)
+        assert resumed.history[gamma][0] != pytest.approx(fresh)
+    first, second = (resumed.history for _, resumed in runs.values())
+    assert first.keys() == second.keys()
+    for key in first:
+        np.testing.assert_allclose(first[key], second[key], rtol=1e-6)
+
+
+def test_the_plot_draws_the_uniform_baselines():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    model, (x, y) = _model(), _data()
+    monitor = AttentionMonitor(x[:4])
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[monitor])
+    figure = diagnostics.plot_attention_statistics(monitor)
+    panels = {axis.get_title(): axis for axis in figure.axes}
+    for name, baseline in diagnostics.BASELINES.items():
+        trained, uniform = panels[name].lines
+        assert uniform.get_linestyle() == "--"
+        np.testing.assert_allclose(
+            uniform.get_ydata(), monitor.history[f"attention/att/{baseline}"])
+    assert set(panels) == set(diagnostics.STATISTICS)
+    plt.close(figure)

@@ -5,6 +5,7 @@ import keras
 from conv_self_attention.demo.networks import ATTENTION_PLACES
 from conv_self_attention.demo.networks import build_classifier
 from conv_self_attention.diagnostics import AttentionMonitor
+from conv_self_attention.diagnostics import attention_ablation
 
 # Held-out images on which the attention statistics are measured.
 MONITOR_EXAMPLES = 64
@@ -15,7 +16,8 @@ DESCRIPTIONS = {
 }
 
 
-def train_classifier(attention, dataset, epochs, seed=0, batch_size=32):
+def train_classifier(attention, dataset, epochs, seed=0, batch_size=32,
+                     query_key_init=None):
     """Trains one classifier; returns `(model, history_dict, accuracy,
     monitor)`.
 
@@ -25,9 +27,11 @@ def train_classifier(attention, dataset, epochs, seed=0, batch_size=32):
     the first `MONITOR_EXAMPLES` held-out images are measured before
     training and logged every epoch (`attention/attention/<statistic>`)
     by the returned `AttentionMonitor` (`None` without attention).
+    `query_key_init` is the layer's (`None`: its default).
     """
     keras.utils.set_random_seed(seed)
-    model = build_classifier(attention, resolution=dataset.resolution)
+    model = build_classifier(attention, resolution=dataset.resolution,
+                             query_key_init=query_key_init)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss="sparse_categorical_crossentropy",
@@ -49,12 +53,14 @@ def train_classifier(attention, dataset, epochs, seed=0, batch_size=32):
     return model, history.history, float(accuracy), monitor
 
 
-def train_all(dataset, epochs, seeds=(0,)):
+def train_all(dataset, epochs, seeds=(0,), query_key_init=None):
     """Trains the three variants once per seed.
 
     Returns:
         `{place: [result dict per seed]}`, each with `model`, `history`,
-        `test_accuracy`, `monitor` and `seed`.
+        `test_accuracy`, `monitor`, `seed`, and `ablation` (the layer's
+        `attention_ablation` on the held-out digits; `None` without
+        attention).
     """
     results = {place: [] for place in ATTENTION_PLACES}
     for seed in seeds:
@@ -64,9 +70,11 @@ def train_all(dataset, epochs, seeds=(0,)):
                 f"{seed}: {DESCRIPTIONS[place]}"
             )
             model, history, accuracy, monitor = train_classifier(
-                place, dataset, epochs, seed
+                place, dataset, epochs, seed, query_key_init=query_key_init
             )
             results[place].append({
+                "ablation": None if monitor is None else attention_ablation(
+                    model, dataset.x_test, dataset.y_test)["attention"],
                 "model": model,
                 "history": history,
                 "test_accuracy": accuracy,

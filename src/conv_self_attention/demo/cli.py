@@ -14,6 +14,8 @@ import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DATASETS = ("digits", "mnist")
+TASKS = ("all", "digits", "lookup")
+QUERY_KEY_INITS = ("independent", "mimetic")
 # Marks the re-run process, so a backend mismatch cannot loop.
 _CHILD_FLAG = "CONV_SELF_ATTENTION_DEMO_CHILD"
 
@@ -24,8 +26,45 @@ def build_parser():
         prog="python -m conv_self_attention.demo",
         description=(
             "Train digit classifiers and a small SAGAN with and without the "
-            "self-attention layer; write metrics, curves, samples and "
-            "attention maps."
+            "self-attention layer, and four networks on a lookup task that "
+            "needs long-range, content-based attention; write metrics, "
+            "curves, samples and attention maps."
+        ),
+    )
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default="all",
+        help=(
+            "digits: the classifiers and the SAGAN; lookup: the lookup "
+            "task's four networks; all: both (default)."
+        ),
+    )
+    parser.add_argument(
+        "--lookup-seeds",
+        type=_positive_int,
+        help="lookup-task seeds per network (default 3; 1 with --quick).",
+    )
+    parser.add_argument(
+        "--lookup-first-seed",
+        type=_non_negative_int,
+        default=0,
+        help=(
+            "the lookup task runs seeds K, K+1, ... (default 0); each seed "
+            "draws its own maps and initial weights."
+        ),
+    )
+    parser.add_argument(
+        "--lookup-epochs",
+        type=_positive_int,
+        help="lookup-task epochs (default 15; 1 with --quick).",
+    )
+    parser.add_argument(
+        "--query-key-init",
+        choices=QUERY_KEY_INITS,
+        help=(
+            "the layers' query_key_init in every network (default: the "
+            "layer's default)."
         ),
     )
     parser.add_argument(
@@ -135,5 +174,17 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(
             f"expected a positive integer, received {text!r}"
+        )
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer, received {text!r}"
         )
     return value

@@ -16,7 +16,15 @@ FEATURES_LAYER = "features"
 ATTENTION_PLACES = ("none", "first", "intermediate")
 
 
-def build_classifier(attention="none", resolution=16, num_classes=10):
+def attention_options(query_key_init=None):
+    """`SelfAttention2D` keyword arguments: `{}` for the layer's default
+    initialization, else `{"query_key_init": query_key_init}`."""
+    return {} if query_key_init is None else {
+        "query_key_init": query_key_init}
+
+
+def build_classifier(attention="none", resolution=16, num_classes=10,
+                     query_key_init=None):
     """A small CNN; `attention` puts `SelfAttention2D` first or mid-network.
 
     Args:
@@ -25,6 +33,8 @@ def build_classifier(attention="none", resolution=16, num_classes=10):
             `"intermediate"` (after the first conv block).
         resolution: input height and width.
         num_classes: number of classes.
+        query_key_init: the layer's `query_key_init`; `None` for its
+            default.
 
     Returns:
         A functional `keras.Model` whose penultimate layer is named
@@ -38,11 +48,13 @@ def build_classifier(attention="none", resolution=16, num_classes=10):
     inputs = keras.Input((resolution, resolution, 1))
     x = inputs
     if attention == "first":
-        x = SelfAttention2D(filters=8, num_heads=2, name="attention")(x)
+        x = SelfAttention2D(filters=8, num_heads=2, name="attention",
+                            **attention_options(query_key_init))(x)
     x = layers.Conv2D(16, 3, padding="same", activation="relu")(x)
     x = layers.MaxPooling2D()(x)
     if attention == "intermediate":
-        x = SelfAttention2D(num_heads=2, name="attention")(x)
+        x = SelfAttention2D(num_heads=2, name="attention",
+                            **attention_options(query_key_init))(x)
     x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
     x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
@@ -51,7 +63,7 @@ def build_classifier(attention="none", resolution=16, num_classes=10):
     return keras.Model(inputs, outputs, name=f"classifier_{attention}")
 
 
-def build_generator(attention=True, resolution=16):
+def build_generator(attention=True, resolution=16, query_key_init=None):
     """SAGAN-style generator: latent vector to a `(res, res, 1)` image.
 
     Nearest upsampling + spectrally normalized 3x3 convs with batch norm;
@@ -67,14 +79,16 @@ def build_generator(attention=True, resolution=16):
     x = layers.UpSampling2D()(x)
     x = _norm_relu(SpectralConv2D(32, 3)(x))
     if attention:
-        x = SelfAttention2D(spectral_norm=True, name="attention")(x)
+        x = SelfAttention2D(spectral_norm=True, name="attention",
+                            **attention_options(query_key_init))(x)
     x = layers.UpSampling2D()(x)
     x = _norm_relu(SpectralConv2D(16, 3)(x))
     outputs = layers.Activation("tanh")(SpectralConv2D(1, 3)(x))
     return keras.Model(z, outputs, name=_name("generator", attention))
 
 
-def build_discriminator(attention=True, resolution=16):
+def build_discriminator(attention=True, resolution=16,
+                        query_key_init=None):
     """SAGAN-style discriminator: image to one unbounded score.
 
     Spectrally normalized convs with leaky ReLU; with `attention`, a
@@ -83,7 +97,8 @@ def build_discriminator(attention=True, resolution=16):
     inputs = keras.Input((resolution, resolution, 1))
     x = layers.LeakyReLU(0.1)(SpectralConv2D(32, 3, strides=2)(inputs))
     if attention:
-        x = SelfAttention2D(spectral_norm=True, name="attention")(x)
+        x = SelfAttention2D(spectral_norm=True, name="attention",
+                            **attention_options(query_key_init))(x)
     x = layers.LeakyReLU(0.1)(SpectralConv2D(64, 3, strides=2)(x))
     x = layers.LeakyReLU(0.1)(SpectralConv2D(64, 3)(x))
     # Summed, not averaged, features as in SAGAN's discriminator.

@@ -1,26 +1,24 @@
 """The demo's results: `metrics.json`, the printed summary, `index.html`.
 
-Every comparison is reported as mean and spread (sample standard
-deviation) over the seeds it ran with, next to the difference of the means,
-its standard error and its 95% Student's t interval, so that a difference
-can be told from seed noise.
+Every comparison is reported as mean and spread over the seeds it ran with,
+next to the difference of the means and its 95% Student's t interval
+(`intervals`), so that a difference can be told from seed noise.
 """
 
 import base64
 import html
-import math
 import os
 
 import keras
-import numpy as np
-import scipy.stats
 
 from conv_self_attention.demo import classifier
 from conv_self_attention.demo import gan
+from conv_self_attention.demo import lookup_report
+from conv_self_attention.demo.intervals import difference
+from conv_self_attention.demo.intervals import mean_std
+from conv_self_attention.demo.intervals import spread
+from conv_self_attention.diagnostics import BASELINES
 from conv_self_attention.diagnostics import STATISTICS
-from conv_self_attention.diagnostics import key_coordinates
-from conv_self_attention.diagnostics import pairwise_distances
-from conv_self_attention.diagnostics import query_coordinates
 
 FEATURES_NOTE = (
     "Frechet distance on the 64-d penultimate-layer ('features') "
@@ -30,33 +28,29 @@ FEATURES_NOTE = (
 ROLES = ("generator", "discriminator")
 
 
-def spread(values):
-    """`{"mean", "std", "values"}`; `std` (ddof=1) is `None` for one value."""
-    values = [float(value) for value in values]
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
-    return {"mean": float(np.mean(values)), "std": std, "values": values}
-
-
 def final_statistics(runs, prefix):
-    """`{statistic: spread}` of the last logged value of each run."""
+    """`{statistic: spread}` of the last logged value of each run, the
+    uniform-attention baselines included."""
     return {
         name: spread(run["history"][prefix + name][-1] for run in runs)
-        for name in STATISTICS
+        for name in (*STATISTICS, *BASELINES.values())
     }
 
 
-def uniform_mean_distance(layer):
-    """Mean query-key distance of uniform attention on `layer`'s grid."""
-    spatial = tuple(layer.input.shape[1:-1])
-    queries = query_coordinates(spatial)
-    keys = key_coordinates(spatial, layer.pool_size)
-    return float(np.mean(pairwise_distances(queries, keys)))
+def ablation_spread(ablations):
+    """`{"output_change": spread, "<metric>_change": spread, ...}` of
+    `attention_ablation` results of one layer over seeds."""
+    ablations = list(ablations)
+    result = {"output_change": spread(a["output_change"] for a in ablations)}
+    for name in ablations[0]["change"]:
+        result[f"{name}_change"] = spread(a["change"][name]
+                                          for a in ablations)
+    return result
 
 
 def metrics(args, settings, dataset, classifiers, gans, reference, seconds):
     """The `metrics.json` content."""
     places = [place for place in classifiers if place != "none"]
-    first_gan = gans[True][0]["trainer"]
     return {
         "backend": keras.backend.backend(),
         "dataset": dataset.describe(),
@@ -75,10 +69,9 @@ def metrics(args, settings, dataset, classifiers, gans, reference, seconds):
                 )
                 for place in places
             },
-            "uniform_mean_distance": {
-                place: uniform_mean_distance(
-                    classifiers[place][0]["model"].get_layer("attention")
-                )
+            "ablation": {
+                place: ablation_spread(run["ablation"]
+                                       for run in classifiers[place])
                 for place in places
             },
             "monitored_examples": classifier.MONITOR_EXAMPLES,
@@ -110,10 +103,9 @@ def metrics(args, settings, dataset, classifiers, gans, reference, seconds):
                 )
                 for role in ROLES
             },
-            "uniform_mean_distance": {
-                role: uniform_mean_distance(
-                    getattr(first_gan, role).get_layer("attention")
-                )
+            "ablation": {
+                role: ablation_spread(run["ablation"][role]
+                                      for run in gans[True])
                 for role in ROLES
             },
         },
@@ -121,50 +113,31 @@ def metrics(args, settings, dataset, classifiers, gans, reference, seconds):
     }
 
 
-def _mean_std(value, digits):
-    if value["std"] is None:
-        return f"{value['mean']:.{digits}f}"
-    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
-
-
-def difference_interval(value, baseline):
-    """`(delta, standard error, half-width of the 95% interval)` of the
-    difference of two means over seeds, or `None` for the last two when a
-    side has one seed.
-
-    The interval is Student's t with `min(n1, n2) - 1` degrees of freedom
-    (the conservative choice for unequal variances): with 3 seeds a side,
-    4.30 standard errors, not 2.
-    """
-    delta = value["mean"] - baseline["mean"]
-    if value["std"] is None or baseline["std"] is None:
-        return delta, None, None
-    counts = len(value["values"]), len(baseline["values"])
-    error = math.sqrt(value["std"] ** 2 / counts[0]
-                      + baseline["std"] ** 2 / counts[1])
-    quantile = scipy.stats.t.ppf(0.975, min(counts) - 1)
-    return delta, error, float(quantile * error)
-
-
-def _difference(value, baseline, digits):
-    """Difference of means with its s.e. and 95% interval (if both have
-    spread)."""
-    delta, error, half_width = difference_interval(value, baseline)
-    if error is None:
-        return f"{delta:+.{digits}f}"
-    return (f"{delta:+.{digits}f} (s.e. {error:.{digits}f}; 95%: "
-            f"{delta - half_width:+.{digits}f} to "
-            f"{delta + half_width:+.{digits}f})")
-
-
 def result_tables(metrics):
     """`[(title, header, rows)]`: the tables of the summary and the page."""
+    tables = []
+    if "classifier" in metrics:
+        tables += _digits_tables(metrics)
+    if "lookup" in metrics:
+        tables += lookup_report.lookup_tables(metrics["lookup"])
+    groups = _statistics_groups(metrics)
+    tables.append((
+        "Attention statistics at the end of training, mean ± s.d. over "
+        "seeds (distance in input cells; uniform attention in brackets)",
+        ["layer", *STATISTICS], [
+            [label, *statistics_cells(values)] for label, values in groups
+        ],
+    ))
+    return tables
+
+
+def _digits_tables(metrics):
     accuracy = metrics["classifier"]["test_accuracy"]
     seeds = metrics["classifier"]["seeds"]
     rows = [
-        [description, _mean_std(accuracy[place], 4),
+        [description, mean_std(accuracy[place], 4),
          "" if place == "none"
-         else _difference(accuracy[place], accuracy["none"], 4)]
+         else difference(accuracy[place], accuracy["none"], 4)]
         for place, description in classifier.DESCRIPTIONS.items()
     ]
     tables = [(
@@ -179,39 +152,58 @@ def result_tables(metrics):
         f"{len(gan_info['seeds'])} seed(s) {gan_info['seeds']}): Frechet "
         "distance, lower is better, mean ± s.d.",
         ["model", "Frechet distance", "vs no attention"],
-        [["with attention", _mean_std(distances["with_attention"], 2),
-          _difference(distances["with_attention"],
+        [["with attention", mean_std(distances["with_attention"], 2),
+          difference(distances["with_attention"],
                       distances["without_attention"], 2)],
-         ["without attention", _mean_std(distances["without_attention"], 2),
+         ["without attention", mean_std(distances["without_attention"], 2),
           ""],
          ["real train vs held-out (floor)",
           f"{distances['real_train_vs_held_out']:.2f}", ""]],
     ))
+    rows = [[f"classifier, {classifier.DESCRIPTIONS[place]}",
+             mean_std(values["output_change"], 3),
+             mean_std(values["accuracy_change"], 4)]
+            for place, values in metrics["classifier"]["ablation"].items()]
+    rows += [[f"SAGAN {role}", mean_std(values["output_change"], 3), ""]
+             for role, values in gan_info["ablation"].items()]
     tables.append((
-        "Attention statistics at the end of training, mean ± s.d. over "
-        "seeds (distance in input cells; uniform attention in brackets)",
-        ["layer", *STATISTICS], _statistics_rows(metrics),
+        "Ablation: each trained layer's gamma set to 0 (held-out digits; "
+        "generator on fixed latents), mean ± s.d. over seeds",
+        ["layer", "output change", "accuracy change"], rows,
     ))
     return tables
 
 
-def _statistics_rows(metrics):
-    groups = [
-        (f"classifier, {classifier.DESCRIPTIONS[place]}", values,
-         metrics["classifier"]["uniform_mean_distance"][place])
-        for place, values in
-        metrics["classifier"]["attention_statistics"].items()
-    ] + [
-        (f"SAGAN {role}", values,
-         metrics["gan"]["uniform_mean_distance"][role])
-        for role, values in metrics["gan"]["attention_statistics"].items()
-    ]
-    rows = []
-    for label, values, uniform in groups:
-        cells = [_mean_std(values[name], 3) for name in STATISTICS]
-        cells[STATISTICS.index("mean_distance")] += f" [{uniform:.2f}]"
-        rows.append([label, *cells])
-    return rows
+def _statistics_groups(metrics):
+    groups = []
+    if "classifier" in metrics:
+        groups += [(f"classifier, {classifier.DESCRIPTIONS[place]}", values)
+                   for place, values in
+                   metrics["classifier"]["attention_statistics"].items()]
+        groups += [(f"SAGAN {role}", values) for role, values in
+                   metrics["gan"]["attention_statistics"].items()]
+    if "lookup" in metrics:
+        groups.append(("lookup task, SelfAttention2D",
+                       metrics["lookup"]["attention_statistics"]))
+    return groups
+
+
+def statistics_cells(values):
+    """`mean ± s.d.` of each statistic, its uniform baseline in brackets."""
+    cells = []
+    for name in STATISTICS:
+        cell = mean_std(values[name], 3)
+        if name in BASELINES:
+            cell += f" [{values[BASELINES[name]]['mean']:.3f}]"
+        cells.append(cell)
+    return cells
+
+
+def _describe(metrics):
+    parts = [metrics["backend"], metrics["machine"], metrics["date"]]
+    if "dataset" in metrics:
+        parts.insert(1, metrics["dataset"])
+    return ", ".join(parts)
 
 
 def _text_table(title, header, rows):
@@ -231,13 +223,14 @@ def summary(metrics, output_dir, files):
     lines = [
         "",
         "=" * 72,
-        f"Demo results ({metrics['backend']}, {metrics['dataset']}, "
-        f"{metrics['seconds']['total'] / 60:.1f} min)",
+        f"Demo results ({_describe(metrics)}, "
+        f"{metrics['total_seconds'] / 60:.1f} min)",
     ]
     for table in result_tables(metrics):
         lines += ["", *_text_table(*table)]
+    if "gan" in metrics:
+        lines.append("  " + FEATURES_NOTE)
     lines += [
-        "  " + FEATURES_NOTE,
         "  A difference of two means whose 95% interval (Student's t, "
         "min(seeds) - 1 degrees of freedom) contains 0 is within seed "
         "noise.",
@@ -278,8 +271,7 @@ def write_html(metrics, text, files, output_dir):
         "table{border-collapse:collapse;margin:1em 0}",
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}",
         "img{max-width:100%;display:block;margin:1em 0}</style></head><body>",
-        f"<h1>Demo results ({html.escape(metrics['backend'])}, "
-        f"{html.escape(metrics['dataset'])})</h1>",
+        f"<h1>Demo results ({html.escape(_describe(metrics))})</h1>",
     ]
     for title, header, rows in result_tables(metrics):
         parts.append(f"<h3>{html.escape(title)}</h3><table><tr>")
@@ -289,7 +281,8 @@ def write_html(metrics, text, files, output_dir):
             cells = "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
             parts.append(f"<tr>{cells}</tr>")
         parts.append("</table>")
-    parts.append(f"<p>{html.escape(FEATURES_NOTE)}</p>")
+    if "gan" in metrics:
+        parts.append(f"<p>{html.escape(FEATURES_NOTE)}</p>")
     for path in _page_figures(files):
         with open(path, "rb") as file:
             encoded = base64.b64encode(file.read()).decode("ascii")

@@ -4,8 +4,10 @@ Imported only after `cli` has fixed the Keras backend.
 """
 
 import dataclasses
+import datetime
 import json
 import os
+import platform
 import time
 
 import keras
@@ -15,9 +17,12 @@ from conv_self_attention.demo import data
 from conv_self_attention.demo import figures
 from conv_self_attention.demo import frechet
 from conv_self_attention.demo import gan
+from conv_self_attention.demo import lookup
+from conv_self_attention.demo import lookup_run
 from conv_self_attention.demo import networks
 from conv_self_attention.demo import report
 from conv_self_attention.demo.classifier import MONITOR_EXAMPLES
+from conv_self_attention.diagnostics import attention_ablation
 from conv_self_attention.visualize import attention_scores_model
 
 
@@ -32,6 +37,9 @@ class Settings:
     batch_size: int = 64
     classifier_seeds: int = 3
     gan_seeds: int = 1
+    lookup_seeds: int = 3
+    lookup_budget: lookup.Budget = dataclasses.field(
+        default_factory=lookup.Budget)
 
     @classmethod
     def from_args(cls, args):
@@ -39,7 +47,14 @@ class Settings:
         if args.quick:
             settings = cls(classifier_epochs=1, gan_epochs=1,
                            gan_steps_per_epoch=6, generated_samples=200,
-                           classifier_seeds=1)
+                           classifier_seeds=1, lookup_seeds=1,
+                           lookup_budget=lookup.Budget(
+                               train_examples=512, held_out_examples=250,
+                               epochs=1))
+        if args.lookup_seeds:
+            settings.lookup_seeds = args.lookup_seeds
+        if args.lookup_epochs:
+            settings.lookup_budget.epochs = args.lookup_epochs
         if args.classifier_seeds:
             settings.classifier_seeds = args.classifier_seeds
         settings.gan_seeds = args.seeds
@@ -58,6 +73,41 @@ def run(args):
     os.makedirs(output_dir, exist_ok=True)
     print(f"Keras {keras.__version__}, backend {keras.backend.backend()}; "
           f"writing to {output_dir}")
+    metrics, files = {}, []
+    if args.task in ("all", "digits"):
+        metrics, files = _run_digits(args, settings, output_dir)
+    if args.task in ("all", "lookup"):
+        seeds = _seeds(args.lookup_first_seed, settings.lookup_seeds)
+        metrics["lookup"], lookup_files = lookup_run.run_lookup(
+            settings.lookup_budget, seeds, output_dir, args.query_key_init)
+        files += lookup_files
+    metrics.update(_run_description(args, started))
+    files.append(_write_json(metrics, output_dir))
+    text = report.summary(metrics, output_dir, files)
+    page = report.write_html(metrics, text, files, output_dir)
+    print(text)
+    print(f"Report page: {page}")
+    return metrics
+
+
+def _run_description(args, started):
+    """Where, when and how the run ran: the context of its numbers."""
+    return {
+        "backend": keras.backend.backend(),
+        "keras_version": keras.__version__,
+        "task": args.task,
+        "quick": bool(args.quick),
+        "query_key_init": args.query_key_init or "layer default",
+        "machine": (f"{platform.machine()} {platform.system()}, "
+                    f"{os.cpu_count()} CPU cores visible"),
+        "date": datetime.date.today().isoformat(),
+        "total_seconds": round(time.time() - started, 1),
+    }
+
+
+def _run_digits(args, settings, output_dir):
+    """The classifiers and GANs: `(metrics, files)`."""
+    started = time.time()
     dataset = data.load_dataset(args.dataset, seed=args.seed)
     print(f"Dataset: {dataset.describe()}")
     seconds, files = {}, []
@@ -65,7 +115,7 @@ def run(args):
     tick = time.time()
     classifiers = classifier.train_all(
         dataset, settings.classifier_epochs,
-        _seeds(args.seed, settings.classifier_seeds),
+        _seeds(args.seed, settings.classifier_seeds), args.query_key_init,
     )
     seconds["classifiers"] = time.time() - tick
     files += _classifier_figures(classifiers, dataset, output_dir)
@@ -79,7 +129,8 @@ def run(args):
         for attention in (True, False):
             tick = time.time()
             result = _train_gan(attention, dataset, settings, seed,
-                                output_dir, samples=seed == args.seed)
+                                output_dir, samples=seed == args.seed,
+                                query_key_init=args.query_key_init)
             key = _gan_key(attention)
             seconds[key] = seconds.get(key, 0.0) + time.time() - tick
             result["frechet_distance"] = _generated_distance(
@@ -94,12 +145,7 @@ def run(args):
     seconds["total"] = time.time() - started
     metrics = report.metrics(args, settings, dataset, classifiers, gans,
                              reference, seconds)
-    files.append(_write_json(metrics, output_dir))
-    text = report.summary(metrics, output_dir, files)
-    page = report.write_html(metrics, text, files, output_dir)
-    print(text)
-    print(f"Report page: {page}")
-    return metrics
+    return metrics, files
 
 
 def _seeds(first, count):
@@ -120,13 +166,16 @@ def _write_json(metrics, output_dir):
     return path
 
 
-def _train_gan(attention, dataset, settings, seed, output_dir, samples):
+def _train_gan(attention, dataset, settings, seed, output_dir, samples,
+               query_key_init=None):
     """Trains one GAN; with `samples`, saves its sample grid every epoch."""
     label = "with attention" if attention else "without attention"
     print(f"\nSAGAN {label}, seed {seed}")
     keras.utils.set_random_seed(seed)
-    generator = networks.build_generator(attention, dataset.resolution)
-    discriminator = networks.build_discriminator(attention, dataset.resolution)
+    generator = networks.build_generator(attention, dataset.resolution,
+                                         query_key_init)
+    discriminator = networks.build_discriminator(
+        attention, dataset.resolution, query_key_init)
     trainer = gan.GANTrainer(generator, discriminator, seed=seed)
     fixed_latent = trainer.latent(64)
     sample_dir = os.path.join(output_dir, f"samples_{_gan_key(attention)}")
@@ -151,8 +200,17 @@ def _train_gan(attention, dataset, settings, seed, output_dir, samples):
         on_epoch_end=save_samples if samples else None,
         monitor=monitor,
     )
+    ablation = None
+    if attention:
+        # No targets: how much each network's outputs depend on its layer.
+        ablation = {
+            "generator": attention_ablation(
+                generator, fixed_latent)["attention"],
+            "discriminator": attention_ablation(
+                discriminator, dataset.x_test)["attention"],
+        }
     return {"trainer": trainer, "history": history, "label": label,
-            "files": files, "seed": seed}
+            "files": files, "seed": seed, "ablation": ablation}
 
 
 def _gan_key(attention):

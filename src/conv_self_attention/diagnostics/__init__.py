@@ -4,12 +4,15 @@
 (gamma, contribution, entropy, mean distance, local mass, query
 dependence; see `conv_self_attention.diagnostics.statistics`),
 `AttentionMonitor` logs them during training and `GammaLogger` logs gamma
-alone. The plots of these (`plot_attention_statistics`,
-`plot_attention_distance`, with matplotlib) live in
-`conv_self_attention.visualize`, above this package, and are importable
-from `conv_self_attention` too.
+alone; `attention_ablation` says whether a trained model's predictions
+depend on each layer (gamma set to 0, one layer at a time). The plots of
+these (`plot_attention_statistics`, `plot_attention_distance`, with
+matplotlib) live in `conv_self_attention.visualize`, above this package,
+and are importable from `conv_self_attention` too.
 """
 
+from conv_self_attention.diagnostics.ablation import attention_ablation
+from conv_self_attention.diagnostics.ablation import relative_change
 from conv_self_attention.diagnostics.callbacks import AttentionMonitor
 from conv_self_attention.diagnostics.callbacks import GammaLogger
 from conv_self_attention.diagnostics.callbacks import flat_statistics
@@ -24,6 +27,7 @@ from conv_self_attention.diagnostics.sampling import pairwise_distances
 from conv_self_attention.diagnostics.sampling import plan_query_sample
 from conv_self_attention.diagnostics.sampling import query_coordinates
 from conv_self_attention.diagnostics.sampling import sample_query_indices
+from conv_self_attention.diagnostics.statistics import BASELINES
 from conv_self_attention.diagnostics.statistics import STATISTICS
 from conv_self_attention.diagnostics.statistics import LayerStatistics
 from conv_self_attention.diagnostics.statistics import attention_distances
@@ -31,12 +35,14 @@ from conv_self_attention.diagnostics.statistics import attention_statistics
 
 __all__ = [
     "AUTO_SAMPLE_SIZE",
+    "BASELINES",
     "MAX_BYTES",
     "STATISTICS",
     "AttentionMonitor",
     "GammaLogger",
     "LayerStatistics",
     "QueryPlan",
+    "attention_ablation",
     "attention_distances",
     "attention_layers",
     "attention_statistics",
@@ -47,5 +53,6 @@ __all__ = [
     "pairwise_distances",
     "plan_query_sample",
     "query_coordinates",
+    "relative_change",
     "sample_query_indices",
 ]

@@ -55,12 +55,16 @@ class GammaLogger(keras.callbacks.Callback):
     """Adds each self-attention layer's `gamma` to the epoch logs.
 
     `gamma` scales what attention adds to the layer's shortcut, and starts
-    at 0 in SAGAN: its value is the simplest sign of whether a model uses
-    attention at all. The values land in `History` (e.g.
+    at 0 in SAGAN. It is cheap to log, but it does not say whether the
+    model uses attention: only the product of `gamma` and the output
+    projection matters, so a small `gamma` can carry a large signal and a
+    large one a signal the next layers ignore. How large the added signal
+    is is `contribution` (`AttentionMonitor`, `attention_statistics`);
+    whether the predictions depend on it is `attention_ablation`. The
+    values land in `History` (e.g.
     `history.history["gamma/self_attention2d"]`) and, when this callback is
     listed before `keras.callbacks.TensorBoard`, in TensorBoard.
-    `AttentionMonitor` logs `gamma` too, with the statistics that say
-    whether a gamma away from 0 means the attention is used.
+    `AttentionMonitor` logs `gamma` too, with the other statistics.
 
     Args:
         prefix: str, prefix of the log keys. Defaults to `"gamma/"`.
@@ -124,6 +128,17 @@ class AttentionMonitor(keras.callbacks.Callback):
     `sample_sizes` the query sample of each layer.
     `plot_attention_statistics(monitor)` draws them.
 
+    The "before training" measurement is taken when the first epoch
+    begins, after every callback's `on_train_begin`: a
+    `keras.callbacks.BackupAndRestore` listed before or after this monitor
+    has restored the weights by then, so a resumed run measures the
+    restored model, not a fresh one, in either order. A monitor lives in
+    one process: after a restart it holds the resumed run's measurements
+    only (the first at the restored epoch). To keep the whole series,
+    list a `keras.callbacks.CSVLogger(path, append=True)` or a
+    `keras.callbacks.TensorBoard` after the monitor: both receive the
+    logged values every epoch and keep them across restarts.
+
     Args:
         inputs: array or structure, a fixed batch for the model (e.g. 64
             held-out examples).
@@ -170,7 +185,7 @@ class AttentionMonitor(keras.callbacks.Callback):
         self.epochs = []
         self.history = {}
         self.sample_sizes = {}
-        self._pending = None
+        self._measure_first = False
         self._last_epoch = None
 
     def measure(self):
@@ -182,14 +197,15 @@ class AttentionMonitor(keras.callbacks.Callback):
         return flat_statistics(statistics)
 
     def on_train_begin(self, logs=None):
-        # Keras tells the first epoch only at `on_epoch_begin`.
-        self._pending = self.measure()
+        self._measure_first = True
         self._last_epoch = self.params.get("epochs", 1) - 1
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._pending is not None:
-            self._record(epoch, self._pending)
-            self._pending = None
+        # Not in `on_train_begin`: callbacks listed after this one (e.g.
+        # `BackupAndRestore`) may still change the weights in theirs.
+        if self._measure_first:
+            self._record(epoch, self.measure())
+            self._measure_first = False
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 or epoch == self._last_epoch:

@@ -12,6 +12,13 @@ For each self-attention layer, on a batch of inputs:
 - `entropy`: attention entropy over the `M` keys divided by `log M`,
   averaged over queries and heads: 1 is uniform attention, 0 means each
   query looks at a single key (defined as 0 when `M = 1`).
+- `effective_keys`: per query and head, the number of keys the attention
+  is spread over, `exp(entropy in nats)` (M for uniform attention, 1 for
+  one key, k for an even split over k keys), averaged over queries and
+  heads (and per head with `per_head=True`). This is not `M ** entropy`
+  of the mean entropy: when heads or queries differ, the exponential of
+  a mean is not the mean of the exponentials (a head on 1 key and a head
+  on 64 average 32.5 effective keys; `M ** entropy` would say 8).
 - `mean_distance`: expected Euclidean distance, in input grid cells, from
   a query to the keys it attends to, averaged over queries and heads. A
   pooled key sits at the mean coordinate of the input cells its window
@@ -26,7 +33,21 @@ For each self-attention layer, on a batch of inputs:
   distribution to that mean, averaged over queries, heads and examples.
   0 means every query attends the same way (a global-context pooling
   that a cheaper block could compute); one-hot attention of each query to
-  itself gives `1 - 1/N`.
+  itself gives `1 - 1/N`, the most it can be, so its range is 0 to
+  `1 - 1/N`. Near-uniform attention keeps it near 0 whatever the queries
+  do: every distribution, and so their mean, is close to uniform, and the
+  total variation distance to the mean is at most twice the largest one
+  to uniform. Read it with `entropy`: a low value with a high entropy
+  says little.
+
+Beside them, what uniform attention over the same keys would give (every
+key `1 / M`), as the baseline to read the statistic against:
+
+- `uniform_contribution`: `contribution` if every query attended
+  uniformly, with the layer's trained value and output projections and
+  `gamma` (each position then receives the mean of the values).
+- `uniform_mean_distance`, `uniform_local_mass`: the mean distance to all
+  keys and the share of local keys, over the same sampled queries.
 
 With `per_head=True`, every statistic but `gamma` also per head,
 `"<statistic>/head_<j>"`. Head `j`'s contribution is that of its share of
@@ -62,12 +83,17 @@ from conv_self_attention.diagnostics.sampling import query_coordinates
 from conv_self_attention.diagnostics.sampling import sample_query_indices
 from conv_self_attention.kernels.dense import attention_logits
 
-STATISTICS = ("gamma", "contribution", "entropy", "mean_distance",
-              "local_mass", "query_dependence")
+STATISTICS = ("gamma", "contribution", "entropy", "effective_keys",
+              "mean_distance", "local_mass", "query_dependence")
 """The names of the statistics, in the order `attention_statistics` returns
 them (the module's docstring defines each)."""
-_ROW_STATISTICS = ("entropy", "mean_distance", "local_mass",
-                   "query_dependence")
+# What uniform attention over the same keys gives, keyed by the statistic
+# it is the baseline of.
+BASELINES = {"contribution": "uniform_contribution",
+             "mean_distance": "uniform_mean_distance",
+             "local_mass": "uniform_local_mass"}
+_ROW_STATISTICS = ("entropy", "effective_keys", "mean_distance",
+                   "local_mass", "query_dependence")
 
 
 class LayerStatistics(dict):
@@ -122,7 +148,10 @@ def attention_statistics(
 
     Returns:
         `{layer_path: LayerStatistics}`, each a `{statistic: float}` dict
-        with the sample size used as its `sample_size` attribute.
+        (the statistics, then the uniform-attention baselines
+        `uniform_contribution`, `uniform_mean_distance` and
+        `uniform_local_mass`) with the sample size used as its
+        `sample_size` attribute.
         `layer_path` is the layer's name, prefixed by its nested models'
         names (`"outer/inner"`), and followed by `/call_<k>` for each call
         of a layer called more than once.
@@ -149,9 +178,13 @@ def attention_statistics(
     gamma
     contribution
     entropy
+    effective_keys
     mean_distance
     local_mass
     query_dependence
+    uniform_contribution
+    uniform_mean_distance
+    uniform_local_mass
     >>> stats["attention"]["gamma"], stats["attention"].sample_size
     (0.5, 64)
     >>> 0.0 <= stats["attention"]["entropy"] <= 1.0
@@ -203,20 +236,41 @@ def checked_options(per_head, sample_size, seed, max_bytes):
 def _layer_statistics(layer, inputs, **options):
     result = _run(layer, inputs, **options)
     stats = {"gamma": result["gamma"]}
-    shares = result["contribution"]  # (kept examples, 1 + heads)
-    heads = shares.mean(axis=0) if len(shares) else np.full(
-        shares.shape[1], math.nan)
-    stats["contribution"] = float(heads[0])
-    if options["per_head"]:
-        stats.update({f"contribution/head_{j}": float(value)
-                      for j, value in enumerate(heads[1:])})
+    stats.update(_contribution(result["contribution"], "contribution",
+                               options["per_head"]))
     for name in _ROW_STATISTICS:
         heads = result[name] / result["count"]
         stats[name] = float(np.mean(heads))
         if options["per_head"]:
             stats.update({f"{name}/head_{j}": float(value)
                           for j, value in enumerate(heads)})
-    return LayerStatistics(stats, result["sample_size"])
+    stats.update(_contribution(result["uniform_contribution"],
+                               "uniform_contribution", options["per_head"]))
+    stats["uniform_mean_distance"] = result["uniform_mean_distance"]
+    stats["uniform_local_mass"] = result["uniform_local_mass"]
+    return LayerStatistics(_ordered(stats), result["sample_size"])
+
+
+def _contribution(shares, name, per_head):
+    """`{name: mean}` (and per head) of `(kept examples, 1 + heads)`."""
+    heads = shares.mean(axis=0) if len(shares) else np.full(
+        shares.shape[1], math.nan)
+    values = {name: float(heads[0])}
+    if per_head:
+        values.update({f"{name}/head_{j}": float(value)
+                       for j, value in enumerate(heads[1:])})
+    return values
+
+
+def _ordered(stats):
+    """The statistics in `STATISTICS` order, each followed by its heads,
+    then the baselines."""
+    order = [*STATISTICS, *BASELINES.values()]
+
+    def rank(key):
+        base, _, head = key.partition("/head_")
+        return order.index(base), int(head or -1)
+    return {key: stats[key] for key in sorted(stats, key=rank)}
 
 
 def _run(layer, inputs, per_head, sample_size, seed, max_bytes,
@@ -236,7 +290,7 @@ def _run(layer, inputs, per_head, sample_size, seed, max_bytes,
     sums = {name: np.zeros(layer.num_heads) for name in _ROW_STATISTICS}
     sums["weights"] = np.zeros((len(rows), len(keys))) if (
         collect_weights) else None
-    contribution = []
+    contribution, uniform = [], []
     gamma = float(ops.convert_to_numpy(layer.gamma.value))
     head_kernel = _head_kernel(layer) if per_head else None
     for start in range(0, inputs.shape[0], plan.examples_per_step):
@@ -247,6 +301,8 @@ def _run(layer, inputs, per_head, sample_size, seed, max_bytes,
         scale = layer.attention_scale
         squares, mean = _full_pass(layer, query, key, value, scale, plan,
                                    head_kernel)
+        uniform_squares = num_queries * _output_squares(
+            layer, ops.mean(value, axis=1, keepdims=True), head_kernel)
         for offset in range(0, len(rows), plan.queries_per_step):
             block = rows[offset : offset + plan.queries_per_step]
             _add_row_stats(sums, offset, block, query, key, scale, mean,
@@ -257,14 +313,21 @@ def _run(layer, inputs, per_head, sample_size, seed, max_bytes,
         kept = norm > 0
         contribution.extend(abs(gamma) * np.sqrt(squares[kept])
                             / norm[kept][:, None])
+        uniform.extend(abs(gamma) * np.sqrt(uniform_squares[kept])
+                       / norm[kept][:, None])
     sums["count"] = inputs.shape[0] * len(rows)
-    sums["contribution"] = np.reshape(
-        contribution, (-1, 1 + (layer.num_heads if per_head else 0)))
+    width = 1 + (layer.num_heads if per_head else 0)
+    sums["contribution"] = np.reshape(contribution, (-1, width))
+    sums["uniform_contribution"] = np.reshape(uniform, (-1, width))
+    distances = pairwise_distances(grid["queries"][rows], keys)
+    sums["uniform_mean_distance"] = float(np.mean(distances))
+    sums["uniform_local_mass"] = float(np.mean(
+        local_keys(spatial, layer.pool_size, rows)))
     sums["gamma"] = gamma
     sums["sample_size"] = len(rows)
     if collect_weights:
         sums["weights"] /= inputs.shape[0] * layer.num_heads
-        sums["distances"] = pairwise_distances(grid["queries"][rows], keys)
+        sums["distances"] = distances
     return sums
 
 
@@ -348,11 +411,12 @@ def _add_row_stats(sums, offset, block, query, key, scale, mean, grid):
     probs = exponentials / total[..., None]
     del exponentials
     num_keys = len(grid["keys"])
-    if num_keys > 1:
-        # -sum p log p with log p = shifted - log(total): no log of zeros.
-        entropy = ops.log(total) - ops.sum(probs * shifted, axis=-1)
-        sums["entropy"] += _per_head(entropy) / math.log(num_keys)
+    # -sum p log p with log p = shifted - log(total): no log of zeros.
+    entropy = ops.log(total) - ops.sum(probs * shifted, axis=-1)
     del shifted
+    sums["effective_keys"] += _per_head(ops.exp(entropy))
+    if num_keys > 1:
+        sums["entropy"] += _per_head(entropy) / math.log(num_keys)
     distance = pairwise_distances(grid["queries"][block], grid["keys"])
     local = local_keys(grid["spatial"], grid["pool_size"], block)
     sums["mean_distance"] += _per_head(

@@ -15,6 +15,8 @@ from conv_self_attention.layers.grid import key_value_grid
 from conv_self_attention.layers.kernel_choice import requested_kernel
 from conv_self_attention.layers.projection import attention_inputs
 from conv_self_attention.layers.projection import build_projections
+from conv_self_attention.layers.initialization import QUERY_KEY_INITS
+from conv_self_attention.layers.initialization import apply_query_key_init
 
 
 class BaseSelfAttention(keras.layers.Layer):
@@ -95,8 +97,21 @@ class BaseSelfAttention(keras.layers.Layer):
             `plan_blocks` in `kernels.chunked`). An explicit value is
             honoured past it.
         kernel_initializer: str or keras.initializers.Initializer,
-            initializer of the 1x1 convolution kernels. Defaults to
-            `"glorot_uniform"`.
+            initializer of the 1x1 convolution kernels. Each projection
+            gets its own copy (a seeded initializer's copies get seeds
+            derived from its seed, one per projection), so no two kernels
+            start equal by accident and a seeded initializer gives the
+            same kernels on every build. Defaults to `"glorot_uniform"`.
+        query_key_init: str, how the query and key kernels relate at
+            initialization. `"independent"`: each drawn on its own.
+            `"mimetic"`: the key kernel starts as a copy of the query
+            kernel, so the logits start as `x_i^T W W^T x_j`, a similarity
+            prior (each position first attends to positions with similar
+            features; the query-key half of Trockman & Kolter's mimetic
+            initialization). Layers configured or saved without this
+            argument get the default. Defaults to `"independent"`, the
+            setting that measured better (guide "When does the layer
+            help?").
         kernel_regularizer: str or keras.regularizers.Regularizer or None,
             regularizer of the kernels. Defaults to `None`.
         kernel_constraint: str or keras.constraints.Constraint or None,
@@ -172,6 +187,7 @@ class BaseSelfAttention(keras.layers.Layer):
     kernel_initializer = ConfigValue(serialize=keras.initializers.serialize)
     kernel_regularizer = ConfigValue(serialize=keras.regularizers.serialize)
     kernel_constraint = ConfigValue(serialize=keras.constraints.serialize)
+    query_key_init = ConfigValue()
 
     def __init__(
         self,
@@ -194,6 +210,7 @@ class BaseSelfAttention(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         kernel_regularizer=None,
         kernel_constraint=None,
+        query_key_init="independent",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -234,6 +251,9 @@ class BaseSelfAttention(keras.layers.Layer):
         )
         self._kernel_constraint = checks.keras_object(
             keras.constraints.get, "kernel_constraint", kernel_constraint
+        )
+        self._query_key_init = checks.one_of(
+            "query_key_init", query_key_init, QUERY_KEY_INITS
         )
         # A holder, not an attribute of the layer: exporters (torch.export)
         # restore a module's attributes after tracing, and what a trace
@@ -321,6 +341,7 @@ class BaseSelfAttention(keras.layers.Layer):
         }
         for name, projection in build_projections(self, widths).items():
             setattr(self, name, projection)
+        apply_query_key_init(self)
         self.gamma = self.add_weight(
             name="gamma",
             shape=(),

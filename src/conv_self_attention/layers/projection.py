@@ -4,6 +4,7 @@ functional spectral normalization) and what they feed the attention."""
 import keras
 from keras import ops
 
+from conv_self_attention.layers.initialization import projection_initializer
 from conv_self_attention.layers.shapes import split_heads
 
 
@@ -93,8 +94,9 @@ def build_projections(layer, widths):
 
     Args:
         layer: the layer; its `use_bias`, `spectral_norm`, kernel
-            initializer, regularizer, constraint and dtype policy apply to
-            every projection.
+            regularizer, constraint and dtype policy apply to every
+            projection, and each gets its own copy of its kernel
+            initializer (`initialization.projection_initializer`).
         widths: `{name: (in_channels, out_channels) or None}`; `None`
             gives `None` (a projection the layer does not need).
 
@@ -111,7 +113,9 @@ def build_projections(layer, widths):
             out_channels,
             use_bias=layer.use_bias,
             spectral_norm=layer.spectral_norm,
-            kernel_initializer=layer.kernel_initializer,
+            kernel_initializer=projection_initializer(
+                layer.kernel_initializer, name
+            ),
             kernel_regularizer=layer.kernel_regularizer,
             kernel_constraint=layer.kernel_constraint,
             dtype=layer.dtype_policy,

@@ -12,6 +12,7 @@ from conv_self_attention.checks import positive_int
 
 # From the modules, not the package: `diagnostics` exports these plots.
 from conv_self_attention.diagnostics.callbacks import AttentionMonitor
+from conv_self_attention.diagnostics.statistics import BASELINES
 from conv_self_attention.diagnostics.statistics import STATISTICS
 from conv_self_attention.diagnostics.statistics import attention_distances
 from conv_self_attention.visualize.maps import _resolve_grid
@@ -179,10 +180,13 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     """Draws each attention layer's statistics over the epochs.
 
     One panel per statistic (see `attention_statistics`), one line per
-    layer; per-head values, when logged, are thin lines. Given the
-    `AttentionMonitor` itself, the points are its measurements, the one
-    before training (epoch 0) included. Given a `History`, they are
-    placed on the epochs it ran (`history.epoch`, so a resumed run starts
+    layer; per-head values, when logged, are thin lines. Where the
+    uniform-attention baseline of a statistic was logged (`contribution`,
+    `mean_distance`, `local_mass`), it is drawn dashed in the layer's
+    color: a statistic on its baseline is what uniform attention gives.
+    Given the `AttentionMonitor` itself, the points are its measurements,
+    the one before training (epoch 0) included. Given a `History`, they
+    are placed on the epochs it ran (`history.epoch`, so a resumed run starts
     at its `initial_epoch`); epochs logged as `nan` (between two
     measurements) are left out.
 
@@ -238,7 +242,10 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
             shown = np.isfinite(values)
             x = epochs[: len(values)][shown]
             if head is None:
-                axis.plot(x, values[shown], marker="o", ms=3, label=path)
+                line, = axis.plot(x, values[shown], marker="o", ms=3,
+                                  label=path)
+                _draw_baseline(axis, lines, name, path, epochs,
+                               line.get_color())
             else:
                 axis.plot(x, values[shown], lw=0.8, alpha=0.6,
                           label=f"{path} head {head}")
@@ -249,6 +256,17 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
     axes[0][0].legend(fontsize=7)
     figure.suptitle(title or "Attention statistics per epoch")
     return figure
+
+
+def _draw_baseline(axis, lines, name, path, epochs, color):
+    """The uniform-attention value of `name` for `path`, dashed."""
+    values = lines.get(BASELINES.get(name), {}).get((path, None))
+    if values is None:
+        return
+    values = np.asarray(values, dtype="float64")
+    shown = np.isfinite(values)
+    axis.plot(epochs[: len(values)][shown], values[shown], ls="--", lw=1,
+              color=color, label=f"{path}, uniform attention")
 
 
 def _series_and_epochs(history):
