@@ -48,11 +48,14 @@ def test_each_blob_is_labelled_with_the_shape_of_the_key_of_its_colour():
 
 
 def _reaches(model, arm):
-    """Does a change of a top-band key pixel change a bottom-band output?"""
+    """Does a change of a top-band key pixel change the bottom band's
+    features? Read before the softmax head, which the large activations of
+    this check saturate (its change there is round-off on some backends)."""
+    features = keras.Model(model.inputs, model.get_layer("head").input)
     x = np.zeros((1, 16, 16, 3), "float32")
     changed = x.copy()
     changed[0, 1, 8] = 1.0
-    before, after = (keras.ops.convert_to_numpy(model(v)) for v in
+    before, after = (keras.ops.convert_to_numpy(features(v)) for v in
                      (x, changed))
     return not np.allclose(before[0, 12:], after[0, 12:], atol=1e-7)
 

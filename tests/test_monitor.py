@@ -154,7 +154,7 @@ def test_the_plot_draws_the_uniform_baselines():
     model, (x, y) = _model(), _data()
     monitor = AttentionMonitor(x[:4])
     model.fit(x, y, epochs=2, verbose=0, callbacks=[monitor])
-    figure = diagnostics.plot_attention_statistics(monitor)
+    figure = conv_self_attention.plot_attention_statistics(monitor)
     panels = {axis.get_title(): axis for axis in figure.axes}
     for name, baseline in diagnostics.BASELINES.items():
         trained, uniform = panels[name].lines

@@ -12,11 +12,11 @@ from conv_self_attention.layers import shapes
 from conv_self_attention.layers.config_value import ConfigValue
 from conv_self_attention.layers.config_value import config_of
 from conv_self_attention.layers.grid import key_value_grid
+from conv_self_attention.layers.initialization import QUERY_KEY_INITS
+from conv_self_attention.layers.initialization import apply_query_key_init
 from conv_self_attention.layers.kernel_choice import requested_kernel
 from conv_self_attention.layers.projection import attention_inputs
 from conv_self_attention.layers.projection import build_projections
-from conv_self_attention.layers.initialization import QUERY_KEY_INITS
-from conv_self_attention.layers.initialization import apply_query_key_init
 
 
 class BaseSelfAttention(keras.layers.Layer):
