@@ -64,7 +64,8 @@ Entropy, distance, local mass and query dependence are computed on a
 seeded random sample of query positions (all of them up to
 `AUTO_SAMPLE_SIZE` = 1024, or `sample_size`); the sample size does not
 depend on `max_bytes`. `contribution` and the mean distributions are
-computed over all queries.
+computed over all queries. Each block's work is done by
+`conv_self_attention.diagnostics.accumulation`.
 """
 
 import math
@@ -73,6 +74,11 @@ import numpy as np
 from keras import ops
 
 from conv_self_attention import checks
+from conv_self_attention.diagnostics.accumulation import add_row_statistics
+from conv_self_attention.diagnostics.accumulation import floats_held
+from conv_self_attention.diagnostics.accumulation import full_pass
+from conv_self_attention.diagnostics.accumulation import output_head_kernel
+from conv_self_attention.diagnostics.accumulation import output_squares
 from conv_self_attention.diagnostics.reaching import inputs_per_layer
 from conv_self_attention.diagnostics.sampling import MAX_BYTES
 from conv_self_attention.diagnostics.sampling import key_coordinates
@@ -81,7 +87,6 @@ from conv_self_attention.diagnostics.sampling import pairwise_distances
 from conv_self_attention.diagnostics.sampling import plan_query_sample
 from conv_self_attention.diagnostics.sampling import query_coordinates
 from conv_self_attention.diagnostics.sampling import sample_query_indices
-from conv_self_attention.kernels.dense import attention_logits
 
 STATISTICS = ("gamma", "contribution", "entropy", "effective_keys",
               "mean_distance", "local_mass", "query_dependence")
@@ -282,7 +287,7 @@ def _run(layer, inputs, per_head, sample_size, seed, max_bytes,
     plan = plan_query_sample(
         inputs.shape[0], layer.num_heads, num_queries, len(keys),
         sample_size=sample_size, max_bytes=max_bytes,
-        **_floats_held(layer, inputs.shape, len(keys), per_head),
+        **floats_held(layer, inputs.shape, len(keys), per_head),
     )
     rows = sample_query_indices(num_queries, plan.num_sampled, seed)
     grid = {"queries": query_coordinates(spatial), "keys": keys,
@@ -292,21 +297,21 @@ def _run(layer, inputs, per_head, sample_size, seed, max_bytes,
         collect_weights) else None
     contribution, uniform = [], []
     gamma = float(ops.convert_to_numpy(layer.gamma.value))
-    head_kernel = _head_kernel(layer) if per_head else None
+    head_kernel = output_head_kernel(layer) if per_head else None
     for start in range(0, inputs.shape[0], plan.examples_per_step):
         batch = inputs[start : start + plan.examples_per_step]
         query, key, value, shortcut = (
             ops.cast(t, "float32") for t in layer.attention_inputs(batch)
         )
         scale = layer.attention_scale
-        squares, mean = _full_pass(layer, query, key, value, scale, plan,
-                                   head_kernel)
-        uniform_squares = num_queries * _output_squares(
+        squares, mean = full_pass(layer, query, key, value, scale, plan,
+                                  head_kernel)
+        uniform_squares = num_queries * output_squares(
             layer, ops.mean(value, axis=1, keepdims=True), head_kernel)
         for offset in range(0, len(rows), plan.queries_per_step):
             block = rows[offset : offset + plan.queries_per_step]
-            _add_row_stats(sums, offset, block, query, key, scale, mean,
-                           grid)
+            add_row_statistics(sums, offset, block, query, key, scale,
+                               mean, grid)
         norm = np.sqrt(ops.convert_to_numpy(ops.sum(
             ops.square(shortcut), axis=tuple(range(1, len(shortcut.shape)))
         )))
@@ -329,110 +334,3 @@ def _run(layer, inputs, per_head, sample_size, seed, max_bytes,
         sums["weights"] /= inputs.shape[0] * layer.num_heads
         sums["distances"] = distances
     return sums
-
-
-def _floats_held(layer, input_shape, num_keys, per_head):
-    """Float32 values held per example and per (example, query)."""
-    num_queries = math.prod(layer.spatial_shape(input_shape))
-    channels = input_shape[layer.channel_axis]
-    widths = (layer.resolved_key_channels + layer.resolved_value_channels
-              + layer.output_channels)
-    # The projections of each example, before and after the float32 cast;
-    # keys and values before pooling are as large as the queries.
-    example = num_queries * (channels + 2 * widths) + 2 * num_keys * (
-        layer.resolved_key_channels + layer.resolved_value_channels)
-    # Per query: its attended values, the output projection (and its cast),
-    # and with `per_head` each head's share of it.
-    row = layer.resolved_value_channels + 2 * layer.output_channels
-    if per_head:
-        row += layer.num_heads * layer.output_channels
-    return {"example_floats": example, "row_floats": row}
-
-
-def _head_kernel(layer):
-    """The output projection's kernel in use, `(heads, dv / h, filters)`."""
-    kernel = ops.cast(layer.output_projection.normalized_kernel(), "float32")
-    return ops.reshape(kernel, (layer.num_heads, -1, kernel.shape[-1]))
-
-
-def _full_pass(layer, query, key, value, scale, plan, head_kernel):
-    """Over all queries: per example the squared norm of `attended` (and of
-    each head's share), and per example and head the mean distribution.
-
-    Returns `(squares (B, 1 [+ h]), mean (B, h, M) float32 tensor)`.
-    """
-    num_queries = query.shape[1]
-    squares = 0.0
-    total = 0.0
-    for start in range(0, num_queries, plan.queries_per_step):
-        block = query[:, start : start + plan.queries_per_step]
-        logits = attention_logits(block, key, scale)
-        weights = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))
-        del logits
-        # The softmax's division is applied to the small results only.
-        inverse = 1.0 / ops.sum(weights, axis=-1)
-        total += ops.convert_to_numpy(ops.einsum(
-            "bhnm,bhn->bhm", weights, inverse)).astype("float64")
-        context = ops.einsum("bhnm,bmhd->bnhd", weights, value)
-        del weights
-        context = context * ops.transpose(inverse, (0, 2, 1))[..., None]
-        squares = squares + _output_squares(layer, context, head_kernel)
-    return squares, ops.convert_to_tensor(
-        (total / num_queries).astype("float32"))
-
-
-def _output_squares(layer, context, head_kernel):
-    """Per example, the sum of squares of `attended` for the block, then
-    of each head's share of it (without bias) when `head_kernel` is given.
-    """
-    merged = ops.reshape(
-        context, (*ops.shape(context)[:2], layer.resolved_value_channels)
-    )
-    attended = ops.cast(layer.output_projection(merged), "float32")
-    squares = [ops.sum(ops.square(attended), axis=(1, 2))[:, None]]
-    if head_kernel is not None:
-        shares = ops.einsum("bnhd,hdf->bnhf", context, head_kernel)
-        squares.append(ops.sum(ops.square(shares), axis=(1, 3)))
-    return np.concatenate(
-        [ops.convert_to_numpy(s).astype("float64") for s in squares], axis=1
-    )
-
-
-def _add_row_stats(sums, offset, block, query, key, scale, mean, grid):
-    """Adds entropy, distance, local mass and query dependence of the
-    sampled queries `block`, per head."""
-    logits = attention_logits(
-        ops.take(query, ops.convert_to_tensor(block), axis=1), key, scale
-    )
-    shifted = logits - ops.max(logits, axis=-1, keepdims=True)
-    del logits
-    exponentials = ops.exp(shifted)
-    total = ops.sum(exponentials, axis=-1)
-    probs = exponentials / total[..., None]
-    del exponentials
-    num_keys = len(grid["keys"])
-    # -sum p log p with log p = shifted - log(total): no log of zeros.
-    entropy = ops.log(total) - ops.sum(probs * shifted, axis=-1)
-    del shifted
-    sums["effective_keys"] += _per_head(ops.exp(entropy))
-    if num_keys > 1:
-        sums["entropy"] += _per_head(entropy) / math.log(num_keys)
-    distance = pairwise_distances(grid["queries"][block], grid["keys"])
-    local = local_keys(grid["spatial"], grid["pool_size"], block)
-    sums["mean_distance"] += _per_head(
-        ops.einsum("bhnm,nm->bhn", probs, ops.convert_to_tensor(distance)))
-    sums["local_mass"] += _per_head(ops.einsum(
-        "bhnm,nm->bhn", probs, ops.convert_to_tensor(local.astype("float32"))
-    ))
-    sums["query_dependence"] += _per_head(
-        0.5 * ops.sum(ops.abs(probs - mean[:, :, None, :]), axis=-1))
-    if sums["weights"] is not None:
-        rows = slice(offset, offset + len(block))
-        sums["weights"][rows] += ops.convert_to_numpy(
-            ops.sum(probs, axis=(0, 1))
-        )
-
-
-def _per_head(values):
-    """Sums `(B, h, n)` over examples and queries to `(h,)`, in float64."""
-    return ops.convert_to_numpy(values).astype("float64").sum(axis=(0, 2))
