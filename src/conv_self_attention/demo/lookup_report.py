@@ -1,7 +1,8 @@
 """The lookup task's tables, for the summary, the page and the docs.
 
 The docs show the tables of a committed `metrics.json` made with
-`markdown_tables`, and a test checks that they still match it.
+`markdown_tables` (the digits' with `report.digits_markdown_tables`),
+and a test checks that they still match it.
 """
 
 from conv_self_attention.demo.intervals import difference
@@ -39,8 +40,14 @@ def lookup_tables(lookup):
 
 def markdown_tables(lookup):
     """The tables of `lookup_tables` as Markdown, for the docs."""
+    return as_markdown(lookup_tables(lookup))
+
+
+def as_markdown(tables):
+    """`[(title, header, rows)]` tables as Markdown, each under its bold
+    title."""
     blocks = []
-    for title, header, rows in lookup_tables(lookup):
+    for title, header, rows in tables:
         lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -131,6 +131,14 @@ def result_tables(metrics):
     return tables
 
 
+def digits_markdown_tables(metrics):
+    """The digits' tables of `result_tables` (classifiers, SAGAN,
+    ablation, the statistics of their layers) as Markdown, for the docs."""
+    digits = {key: value for key, value in metrics.items()
+              if key != "lookup"}
+    return lookup_report.as_markdown(result_tables(digits))
+
+
 def _digits_tables(metrics):
     accuracy = metrics["classifier"]["test_accuracy"]
     seeds = metrics["classifier"]["seeds"]
