@@ -27,8 +27,11 @@ LAYER_KWARGS = {"num_heads": 2, "gamma": 0.5}
 KERNELS = ("dense", "chunked", "fused")
 TOLERANCE = {"mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
 # The fused path's error against the float64 reference with q, k, v cast
-# to float32 under mixed_bfloat16: twice the largest measured (0.016).
-CAST_TOLERANCE = 0.032
+# to float32 under mixed_bfloat16: twice the largest measured, 0.043
+# (0.022-0.043, JAX and torch on a CPU, seeds 0-3, 2026-12-07, with each
+# projection initialized on its own; 0.015-0.016 while the query and key
+# kernels started equal, before 0.3.0).
+CAST_TOLERANCE = 0.086
 to_numpy = keras.ops.convert_to_numpy
 
 
@@ -174,6 +177,6 @@ def test_compute_dtype_fused_path_as_accurate_as_float32_cast(monkeypatch):
         out = to_numpy(compiled_call(layer, x)).astype("float64")
         assert layer.last_kernel.flash == flash
         errors[flash] = relative_error(out, expected)
-    # bfloat16 projections: measured 0.015 (JAX) and 0.016 (torch) on CPU.
+    # bfloat16 projections (`CAST_TOLERANCE`).
     assert errors[False] < CAST_TOLERANCE
     assert errors[True] <= 1.5 * errors[False]
