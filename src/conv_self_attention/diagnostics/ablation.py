@@ -42,14 +42,17 @@ def attention_ablation(model, inputs, targets=None, *, metric=None,
       `metric`, only `output_change`.
 
     Args:
-        model: a built `keras.Model` (functional, Sequential or
+        model: keras.Model, a built model (functional, Sequential or
             subclassed) containing self-attention layers.
-        inputs: the model's inputs (held-out data).
-        targets: the targets of `inputs`, or `None`. Defaults to `None`.
-        metric: a callable `metric(targets, predictions) -> scalar`, a dict
+        inputs: np.ndarray or structure of arrays, the model's inputs
+            (held-out data).
+        targets: np.ndarray or None, the targets of `inputs`. Defaults
+            to `None`.
+        metric: callable or dict or None, a callable
+            `metric(targets, predictions) -> scalar`, a dict
             `{name: callable}`, or `None` for the compiled loss and
             metrics. Defaults to `None`.
-        batch_size: examples per prediction step. Defaults to `32`.
+        batch_size: int, examples per prediction step. Defaults to `32`.
 
     Returns:
         `{layer_path: {"output_change": float, "intact": {name: float},
@@ -106,9 +109,10 @@ def relative_change(intact, ablated):
     """Mean over examples of `||ablated - intact|| / ||intact||`.
 
     Args:
-        intact: the model's outputs, an array or a structure of arrays
+        intact: np.ndarray or structure of arrays, the model's outputs
             (every output's first axis is the example).
-        ablated: the same structure, with a layer removed.
+        ablated: np.ndarray or structure of arrays, the same structure,
+            with a layer removed.
 
     Returns:
         A float; `nan` when every example's intact outputs are all zero.

@@ -92,11 +92,12 @@ STATISTICS = ("gamma", "contribution", "entropy", "effective_keys",
               "mean_distance", "local_mass", "query_dependence")
 """The names of the statistics, in the order `attention_statistics` returns
 them (the module's docstring defines each)."""
-# What uniform attention over the same keys gives, keyed by the statistic
-# it is the baseline of.
 BASELINES = {"contribution": "uniform_contribution",
              "mean_distance": "uniform_mean_distance",
              "local_mass": "uniform_local_mass"}
+"""The key of each statistic's baseline in a result: what uniform attention
+over the same keys gives (for `contribution`, with the trained value and
+output projections)."""
 _ROW_STATISTICS = ("entropy", "effective_keys", "mean_distance",
                    "local_mass", "query_dependence")
 
