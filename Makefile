@@ -109,7 +109,7 @@ DOCS_FIGURES := classifier_curves attention_classifier_first \
 	attention_classifier_intermediate attention_generator \
 	attention_discriminator_real gan_gamma attention_statistics_gan \
 	attention_statistics_classifier_intermediate \
-	attention_distance_classifier_intermediate
+	attention_distance_classifier_intermediate attention_lookup
 docs-figures: venv
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m conv_self_attention.demo --backend jax \
 	  --output-dir demo_output
