@@ -228,7 +228,9 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
             f"`AttentionMonitor`. Received keys: {sorted(series)}"
         )
     names = [name for name in STATISTICS if name in lines]
-    columns = min(3, len(names))
+    # Two columns: a docs page (about 700 px wide) shows the figure at
+    # nearly its own size, so the labels stay legible.
+    columns = min(2, len(names))
     rows = -(-len(names) // columns)
     figure, axes = plt.subplots(
         rows, columns, figsize=(3.8 * columns, 3.2 * rows), squeeze=False,
@@ -253,7 +255,7 @@ def plot_attention_statistics(history, prefix="attention/", title=None):
         axis.set_xlabel("epochs completed")
     for axis in axes.flat[len(names):]:
         axis.remove()
-    axes[0][0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=9)
     figure.suptitle(title or "Attention statistics per epoch")
     return figure
 
