@@ -1,6 +1,5 @@
 """The N-D SAGAN self-attention layer shared by the 1D, 2D and 3D classes."""
 
-import math
 import types
 
 import keras
@@ -9,8 +8,8 @@ from keras import ops
 from conv_self_attention import checks
 from conv_self_attention import kernels
 from conv_self_attention.layers import shapes
+from conv_self_attention.layers.config_value import ConfigFromValues
 from conv_self_attention.layers.config_value import ConfigValue
-from conv_self_attention.layers.config_value import config_of
 from conv_self_attention.layers.grid import key_value_grid
 from conv_self_attention.layers.initialization import QUERY_KEY_INITS
 from conv_self_attention.layers.initialization import apply_query_key_init
@@ -19,7 +18,7 @@ from conv_self_attention.layers.projection import attention_inputs
 from conv_self_attention.layers.projection import build_projections
 
 
-class BaseSelfAttention(keras.layers.Layer):
+class BaseSelfAttention(ConfigFromValues, keras.layers.Layer):
     """SAGAN self-attention over an N-D feature map, with 1x1 convolutions.
 
     Every position of the map attends to every position of the (optionally
@@ -314,32 +313,11 @@ class BaseSelfAttention(keras.layers.Layer):
     def build(self, input_shape):
         shapes.check_input_shape(self, input_shape)
         channels = input_shape[self.channel_axis]
-        self.output_channels = self.filters or channels
-        heads = self.num_heads
-        self.resolved_key_channels = self.key_channels or (
-            shapes.default_channels(self.output_channels // 8, heads)
+        (self.output_channels, self.resolved_key_channels,
+         self.resolved_value_channels, self.attention_scale) = (
+            shapes.resolved_widths(self, channels)
         )
-        self.resolved_value_channels = self.value_channels or (
-            shapes.default_channels(self.output_channels // 2, heads)
-        )
-        self.attention_scale = 1.0
-        if self.use_scale:
-            head_width = self.resolved_key_channels // self.num_heads
-            self.attention_scale = 1.0 / math.sqrt(head_width)
-        widths = {
-            "query_projection": (channels, self.resolved_key_channels),
-            "key_projection": (channels, self.resolved_key_channels),
-            "value_projection": (channels, self.resolved_value_channels),
-            "output_projection": (
-                self.resolved_value_channels, self.output_channels
-            ),
-            # The residual needs F channels: identity when F == C.
-            "shortcut_projection": (
-                (channels, self.output_channels)
-                if self.output_channels != channels else None
-            ),
-        }
-        for name, projection in build_projections(self, widths).items():
+        for name, projection in build_projections(self, channels).items():
             setattr(self, name, projection)
         apply_query_key_init(self)
         self.gamma = self.add_weight(
@@ -411,30 +389,4 @@ class BaseSelfAttention(keras.layers.Layer):
         return shapes.output_shapes(self, input_shape)
 
     def compute_output_spec(self, inputs, training=False):
-        shapes.check_input_dtype(self, inputs.dtype)
-        output_shapes = self.compute_output_shape(inputs.shape)
-        if not self.return_attention_scores:
-            return keras.KerasTensor(output_shapes, dtype=self.compute_dtype)
-        output_shape, scores_shape = output_shapes
-        return (
-            keras.KerasTensor(output_shape, dtype=self.compute_dtype),
-            keras.KerasTensor(scores_shape, dtype="float32"),
-        )
-
-    def get_config(self):
-        return {**super().get_config(), **config_of(self)}
-
-    @classmethod
-    def from_config(cls, config):
-        # Keras' own `from_config` (its dtype-policy handling included)
-        # wraps every constructor error in a generic `TypeError`; a bad
-        # value in a saved config should raise our `ValueError`, which
-        # names the argument.
-        try:
-            return super().from_config(config)
-        except TypeError as error:
-            # Keras raises it while handling ours: `__context__`.
-            if isinstance(error.__context__, ValueError):
-                raise error.__context__ from None
-            raise
-
+        return shapes.output_spec(self, inputs)

@@ -55,3 +55,25 @@ def config_of(layer):
                     getattr(layer, value.name)
                 )
     return config
+
+
+class ConfigFromValues:
+    """`get_config` and `from_config` of a layer whose constructor
+    arguments are `ConfigValue`s (a mixin, before `keras.layers.Layer`)."""
+
+    def get_config(self):
+        return {**super().get_config(), **config_of(self)}
+
+    @classmethod
+    def from_config(cls, config):
+        # Keras' own `from_config` (its dtype-policy handling included)
+        # wraps every constructor error in a generic `TypeError`; a bad
+        # value in a saved config should raise the package's `ValueError`,
+        # which names the argument.
+        try:
+            return super().from_config(config)
+        except TypeError as error:
+            # Keras raises it while handling ours: `__context__`.
+            if isinstance(error.__context__, ValueError):
+                raise error.__context__ from None
+            raise

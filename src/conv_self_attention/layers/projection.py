@@ -89,20 +89,34 @@ class PointwiseProjection(keras.layers.Layer):
         return (*input_shape[:-1], self.units)
 
 
-def build_projections(layer, widths):
+def build_projections(layer, channels):
     """The built 1x1 projections of a self-attention layer.
 
     Args:
-        layer: the layer; its `use_bias`, `spectral_norm`, kernel
-            regularizer, constraint and dtype policy apply to every
-            projection, and each gets its own copy of its kernel
-            initializer (`initialization.projection_initializer`).
-        widths: `{name: (in_channels, out_channels) or None}`; `None`
-            gives `None` (a projection the layer does not need).
+        layer: the layer, with its resolved key, value and output channels
+            set; its `use_bias`, `spectral_norm`, kernel regularizer,
+            constraint and dtype policy apply to every projection, and
+            each gets its own copy of its kernel initializer
+            (`initialization.projection_initializer`).
+        channels: the input channels `C`.
 
     Returns:
-        `{name: PointwiseProjection or None}`, in the order of `widths`.
+        `{name: PointwiseProjection or None}` for the query, key, value,
+        output and shortcut projections; the shortcut is `None` (the
+        identity) when `F == C`.
     """
+    keys, values = layer.resolved_key_channels, layer.resolved_value_channels
+    outputs = layer.output_channels
+    widths = {
+        "query_projection": (channels, keys),
+        "key_projection": (channels, keys),
+        "value_projection": (channels, values),
+        "output_projection": (values, outputs),
+        # The residual needs F channels: identity when F == C.
+        "shortcut_projection": (
+            (channels, outputs) if outputs != channels else None
+        ),
+    }
     projections = {}
     for name, channels in widths.items():
         if channels is None:

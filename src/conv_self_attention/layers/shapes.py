@@ -13,6 +13,19 @@ def default_channels(channels, num_heads):
     return max(1, math.ceil(channels / num_heads)) * num_heads
 
 
+def resolved_widths(layer, channels):
+    """`(output, key, value channels, attention scale)` of `layer` for `C`
+    input channels: `F = filters or C`, keys `F // 8` and values `F // 2`
+    unless given (rounded up to multiples of the heads), and the scale
+    `1 / sqrt(key channels per head)` with `use_scale`, else `1.0`."""
+    heads = layer.num_heads
+    outputs = layer.filters or channels
+    keys = layer.key_channels or default_channels(outputs // 8, heads)
+    values = layer.value_channels or default_channels(outputs // 2, heads)
+    scale = 1.0 / math.sqrt(keys // heads) if layer.use_scale else 1.0
+    return outputs, keys, values, scale
+
+
 def channel_axis(data_format):
     """The channel axis of inputs in `data_format`."""
     return -1 if data_format == "channels_last" else 1
@@ -88,6 +101,20 @@ def output_shapes(layer, input_shape):
         num_positions(layer.key_value_spatial_shape(spatial)),
     )
     return tuple(output_shape), scores_shape
+
+
+def output_spec(layer, inputs):
+    """`compute_output_spec` of `layer`: the outputs in the compute dtype,
+    with `return_attention_scores` also the float32 scores."""
+    check_input_dtype(layer, inputs.dtype)
+    shapes = layer.compute_output_shape(inputs.shape)
+    if not layer.return_attention_scores:
+        return keras.KerasTensor(shapes, dtype=layer.compute_dtype)
+    output_shape, scores_shape = shapes
+    return (
+        keras.KerasTensor(output_shape, dtype=layer.compute_dtype),
+        keras.KerasTensor(scores_shape, dtype="float32"),
+    )
 
 
 def split_heads(tensor, heads):
