@@ -314,3 +314,40 @@ def test_the_demo_page_shows_the_committed_digits_results():
         assert quoted in prose, quoted
     assert results["backend"] == "jax" and "JAX backend" in prose
     assert 'pip install ".[jax,demo]"' in prose
+
+
+@pytest.mark.once
+def test_the_attention_maps_page_quotes_the_figures_run():
+    # docs/guide/attention-maps.md describes the committed figures; each
+    # statistic it quotes is the figures' run's (docs/results), seed 0.
+    root = pathlib.Path(__file__).parents[1]
+    results = json.loads(
+        (root / "docs" / "results" / "demo-figures.json").read_text()
+    )
+    page = " ".join(
+        (root / "docs" / "guide" / "attention-maps.md").read_text().split()
+    )
+    assert results["seed"] == 0 and results["backend"] == "jax"
+    assert results["date"] in page
+    statistics = {
+        "intermediate": results["classifier"]["attention_statistics"][
+            "intermediate"],
+        **results["gan"]["attention_statistics"],
+    }
+    quoted = {
+        "intermediate": ("entropy", "query_dependence", "contribution",
+                         "uniform_contribution", "mean_distance",
+                         "uniform_mean_distance", "local_mass",
+                         "uniform_local_mass"),
+        "generator": ("entropy", "query_dependence", "contribution",
+                      "mean_distance", "uniform_mean_distance",
+                      "local_mass", "uniform_local_mass"),
+        "discriminator": ("entropy", "query_dependence", "contribution"),
+    }
+    for layer, names in quoted.items():
+        for name in names:
+            value = statistics[layer][name]["values"][0]
+            assert f"{value:.3f}" in page, (layer, name, value)
+        keys = statistics[layer]["effective_keys"]["values"][0]
+        if layer != "discriminator":
+            assert f"{keys:.1f} effective keys" in page, (layer, keys)
