@@ -84,4 +84,4 @@ __all__ = [
 
 # The only place the version is written: the build reads this literal
 # statically (pyproject.toml, `[tool.setuptools.dynamic]`).
-__version__ = "0.2.0"
+__version__ = "0.3.0"
