@@ -140,7 +140,8 @@ def _inputs(size, spatial):
 
 
 def _export_cell(cell, folder):
-    """Exports one cell; returns its runner entry and the expected outputs."""
+    """Exports one cell; returns its runner entries and the expected
+    outputs."""
     fmt, kernel, size, spatial = cell
     name = _cell_id(cell)
     model, layer = _model(size, spatial)
@@ -156,24 +157,24 @@ def _export_cell(cell, folder):
             **_export_kwargs(fmt, size, spatial),
         )
     np.savez(folder / f"{name}-inputs.npz", **inputs)
-    entry = {
+    entries = [{
         "artifact": artifact,
         "inputs": str(folder / f"{name}-inputs.npz"),
         "outputs": str(folder / f"{name}-outputs.npz"),
-    }
+    }]
     if spatial == "signature":
         # A map twice the exported size, as a runtime that resizes its
         # input accepts it (LiteRT): right, or an error, never wrong.
         larger = np.tile(inputs["batch1"], (1, 2, 2, 1))
         expected["larger"] = keras.ops.convert_to_numpy(model(larger))
         np.savez(folder / f"{name}-larger.npz", larger=larger)
-        entry = [entry, {
+        entries.append({
             "artifact": artifact,
             "inputs": str(folder / f"{name}-larger.npz"),
             "outputs": str(folder / f"{name}-larger-outputs.npz"),
             "error_key": "larger_error",
-        }]
-    return entry, expected, layer.last_kernel
+        })
+    return entries, expected, layer.last_kernel
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +190,6 @@ def exported(tmp_path_factory):
         except Exception as error:  # noqa: BLE001 - reported by the test
             results[cell] = (f"export: {error}", None, None)
             continue
-        if isinstance(cell_entries, dict):
-            cell_entries = [cell_entries]
         runtime = RUNTIMES[cell[0]][0]
         entries.setdefault(runtime, []).append((cell, cell_entries))
         results[cell] = (None, expected, traced)
