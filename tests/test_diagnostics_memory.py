@@ -2,14 +2,18 @@
 a call over the RSS before it, measured in a fresh process on the backend
 of the test pass.
 
-Two calls, each on sizes the process has not seen (so the kernels a
-backend compiles for them count): a 48x48 map with a 32 MiB budget, which
-checks the budget itself, then the case of issue 23, a 128x128 map,
-batch 4, 64 channels, with the default budget (256 MiB), against 1 GiB.
-Measured on a 2-core machine (JAX, torch, TensorFlow): at 48x48 129, 41
-and 23 MiB (JAX's compiled kernels included), at 128x128 310, 301 and 137
-MiB. The code before the byte budget grew by 500-590 MiB at 48x48 and
-peaked at 6.3-7.3 GiB at 128x128.
+The budget itself is checked on a 48x48 map with a 32 MiB budget, as the
+smallest growth of three calls with those shapes: the first calls compile
+kernels, and what a compiler holds varies between machines (JAX's first
+call grew by 129 MiB on one 2-core machine, 193 MiB in CI), while the
+arrays a call allocates come back in every call. Measured on a 2-core
+machine (2026-12-07; JAX, torch, TensorFlow): first calls 182-192, 68-80
+and 64-68 MiB, the smallest of three 23-26, 44-54 and 40-42 MiB. The code
+before the byte budget grew by 500-590 MiB at 48x48. Then the case of
+issue 23 on sizes the process has not seen, compiled kernels included: a
+128x128 map, batch 4, 64 channels, the default budget (256 MiB), against
+1 GiB: 546-568, 469-554 and 415-425 MiB (the code before the budget
+peaked at 6.3-7.3 GiB).
 """
 
 import os
@@ -21,8 +25,8 @@ import pytest
 from helpers import BACKEND
 
 SMALL_BUDGET = 32 * 2**20
-# Allocator, compiled kernels and backend bookkeeping beyond the arrays.
-SLACK = 160 * 2**20
+# Allocator and backend bookkeeping beyond the arrays.
+SLACK = 64 * 2**20
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -49,7 +53,9 @@ SCRIPT = textwrap.dedent("""
     layer.build((None, None, None, 64))
     # Imports and first dispatches.
     attention_statistics(layer, np.ones((1, 4, 4, 64), "float32"))
-    print(growth(48, max_bytes=int(sys.argv[1])), growth(128))
+    budget = int(sys.argv[1])
+    smallest = min(growth(48, max_bytes=budget) for _ in range(3))
+    print(smallest, growth(128))
 """)
 
 
