@@ -351,3 +351,30 @@ def test_the_attention_maps_page_quotes_the_figures_run():
         keys = statistics[layer]["effective_keys"]["values"][0]
         if layer != "discriminator":
             assert f"{keys:.1f} effective keys" in page, (layer, keys)
+
+
+@pytest.mark.once
+def test_the_duration_quoted_is_a_full_run_of_the_defaults():
+    # `make demo` runs the demo's defaults; the duration the README and
+    # the demo page quote is the own count of the committed full run
+    # (docs/results/demo-figures.json), made with the defaults of today.
+    from conv_self_attention.demo import run
+
+    root = pathlib.Path(__file__).parents[1]
+    results = json.loads(
+        (root / "docs" / "results" / "demo-figures.json").read_text()
+    )
+    defaults = run.Settings()
+    assert not results["quick"] and results["task"] == "all"
+    assert results["gan"]["epochs"] == defaults.gan_epochs
+    assert len(results["gan"]["seeds"]) == defaults.gan_seeds
+    assert results["classifier"]["epochs"] == defaults.classifier_epochs
+    assert len(results["classifier"]["seeds"]) == defaults.classifier_seeds
+    assert len(results["lookup"]["seeds"]) == defaults.lookup_seeds
+    assert results["lookup"]["budget"]["epochs"] == (
+        defaults.lookup_budget.epochs)
+    for page in ("README.md", "docs/guide/demo.md"):
+        text = " ".join((root / page).read_text().split())
+        for quoted in (f"{results['total_seconds']:.0f} s", results["date"],
+                       "JAX backend"):
+            assert quoted in text, (page, quoted)

@@ -43,7 +43,7 @@ def build_parser():
     parser.add_argument(
         "--lookup-seeds",
         type=_positive_int,
-        help="lookup-task seeds per network (default 3; 1 with --quick).",
+        help="lookup-task seeds per network (default 2; 1 with --quick).",
     )
     parser.add_argument(
         "--lookup-first-seed",
@@ -75,7 +75,7 @@ def build_parser():
     parser.add_argument(
         "--epochs",
         type=_positive_int,
-        help="GAN epochs (default 80; 1 with --quick).",
+        help="GAN epochs (default 40; 1 with --quick).",
     )
     parser.add_argument(
         "--classifier-epochs",
@@ -99,7 +99,8 @@ def build_parser():
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a run of about a minute that checks every step end to end.",
+        help=("a short run (one seed and one epoch each, on less data) "
+              "that checks every step end to end."),
     )
     parser.add_argument(
         "--output-dir",

@@ -31,13 +31,13 @@ class Settings:
     """The budget of one run; `--quick` shrinks every part of it."""
 
     classifier_epochs: int = 15
-    gan_epochs: int = 80
+    gan_epochs: int = 40
     gan_steps_per_epoch: int = None  # None: one pass over the data.
     generated_samples: int = 1000
     batch_size: int = 64
     classifier_seeds: int = 3
     gan_seeds: int = 1
-    lookup_seeds: int = 3
+    lookup_seeds: int = 2
     lookup_budget: lookup.Budget = dataclasses.field(
         default_factory=lookup.Budget)
 
