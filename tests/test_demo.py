@@ -1,4 +1,5 @@
-"""Tests of the demo: its parts per backend, and a `--quick` run once."""
+"""Tests of the demo: its parts per backend, and a `--quick` run in the
+torch pass."""
 
 import json
 import math
@@ -10,6 +11,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import BACKEND
 from keras import ops
 
 import conv_self_attention
@@ -204,9 +206,12 @@ def test_gan_trainer_records_the_attention_statistics():
                                             abs=1e-7)] * 2
 
 
-@pytest.mark.once
+# The torch pass only: torch compiles nothing, so the run took 61 s there
+# against 227 s on JAX (2 cores, shared, 2026-12-07), and it caught the
+# lookup task failing to train on torch.
+@pytest.mark.skipif(BACKEND != "torch", reason="runs in the torch pass")
 def test_quick_demo_writes_valid_results(tmp_path):
-    """`--quick` end to end in a fresh process on this pass's backend."""
+    """`--quick` end to end in a fresh process on the torch backend."""
     image_module = pytest.importorskip("PIL.Image")
     backend = keras.backend.backend()
     source_root = pathlib.Path(conv_self_attention.__file__).parents[1]

@@ -20,6 +20,7 @@ import dataclasses
 import keras
 import numpy as np
 from keras import layers
+from keras import ops
 
 from conv_self_attention import SelfAttention2D
 from conv_self_attention.demo import lookup_data
@@ -93,6 +94,20 @@ def _conv(width, name, rate=1):
                          activation="relu", name=name)
 
 
+def pixel_loss(targets, probabilities):
+    """Sparse categorical cross-entropy of every pixel, `(B, H, W)`.
+
+    Computed on the pixels as rows: on the torch backend (Keras 3.15, torch
+    2.14), `sparse_categorical_crossentropy` on maps fails in the backward
+    pass on a CPU ("grad_input must be contiguous"), with or without the
+    attention layer; on rows it trains.
+    """
+    losses = keras.losses.sparse_categorical_crossentropy(
+        ops.reshape(targets, (-1,)),
+        ops.reshape(probabilities, (-1, CLASSES)))
+    return ops.reshape(losses, ops.shape(targets))
+
+
 def blob_accuracy(targets, probabilities, blobs):
     """Share of blob pixels whose most likely class is their target."""
     predicted = np.argmax(np.asarray(probabilities), axis=-1)
@@ -117,7 +132,7 @@ def train_arm(arm, seed, budget, query_key_init=None, verbose=0):
     schedule = keras.optimizers.schedules.CosineDecay(
         budget.learning_rate, steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  loss="sparse_categorical_crossentropy")
+                  loss=pixel_loss)
     model.fit(train.x, train.y, sample_weight=train.weights,
               batch_size=budget.batch_size, epochs=budget.epochs,
               verbose=verbose)
