@@ -163,13 +163,32 @@ def _pool(layer, tensor):
     """Keys and values max-pooled by `pool_size` (`padding="same"`)."""
     if layer.pool_size is None:
         return tensor
-    return ops.max_pool(
-        tensor,
-        pool_size=layer.pool_size,
-        strides=layer.pool_size,
-        padding="same",
-        data_format="channels_last",
-    )
+    return max_pool_same(tensor, layer.pool_size)
+
+
+def max_pool_same(tensor, pool_size):
+    """`ops.max_pool(tensor, pool_size, strides=pool_size, padding="same")`
+    of a channels-last `tensor`, as a pad, a reshape and a max.
+
+    Not `ops.max_pool` itself: exporters mistranslate it (jax2onnx's 2D and
+    3D `MaxPool` fails in ONNX Runtime, LiteRT has no builtin 3D max pool),
+    while every exporter handles these three ops. With strides equal to the
+    window, "same" pads each axis of size `s` to `ceil(s / p) * p`, the
+    smaller half before (as TensorFlow does), with `-inf`: every window
+    keeps at least one real element, so the padding never wins. Sizes
+    unknown when traced are read from the tensor.
+    """
+    shape = ops.shape(tensor)
+    padding, windows = [(0, 0)], [shape[0]]
+    for axis, pool in enumerate(pool_size, start=1):
+        size = shape[axis]
+        pooled = (size + pool - 1) // pool
+        total = pooled * pool - size
+        padding.append((total // 2, total - total // 2))
+        windows += [pooled, pool]
+    padded = ops.pad(tensor, [*padding, (0, 0)], constant_values=float("-inf"))
+    windows = ops.reshape(padded, [*windows, shape[-1]])
+    return ops.max(windows, axis=tuple(range(2, 2 * len(pool_size) + 1, 2)))
 
 
 def spectral_normalize(kernel, u):

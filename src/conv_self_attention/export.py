@@ -1,0 +1,202 @@
+"""`export_model`: Keras' `model.export` after the checks that refuse, with
+an error saying what to do instead, the models whose export would fail
+later (when loaded, or deep in a converter)."""
+
+import keras
+
+from conv_self_attention.checks import one_of
+from conv_self_attention.layers import BaseSelfAttention
+from conv_self_attention.layers.kernel_choice import requested_kernel
+
+FORMATS = ("tf_saved_model", "onnx", "openvino", "litert", "torch")
+# (format, compute dtype): the backends whose artifact fails, and how, as
+# tried with a Conv2D -> SelfAttention2D model (Keras 3.15, ONNX Runtime
+# 1.32, TensorFlow 2.21). SavedModels and `torch.export` programs of mixed
+# precision models load and run; JAX and TensorFlow float16 ONNX files too.
+REFUSED_DTYPES = {
+    ("onnx", "bfloat16"): (
+        ("tensorflow", "jax", "torch"),
+        "ONNX Runtime cannot load or run its bfloat16 Conv",
+    ),
+    ("onnx", "float16"): (
+        ("torch",),
+        "ONNX Runtime fails to run it (a MatMul dimension mismatch)",
+    ),
+    ("litert", "bfloat16"): (
+        ("tensorflow",),
+        "TensorFlow's LiteRT converter fails on its 16-bit Conv2D",
+    ),
+    ("litert", "float16"): (
+        ("tensorflow",),
+        "TensorFlow's LiteRT converter fails on its 16-bit Conv2D",
+    ),
+}
+
+
+def export_model(
+    model, filepath, format="tf_saved_model", input_signature=None, **kwargs
+):
+    """Exports `model` with `model.export`, after checking that it can.
+
+    What differs from calling `model.export` directly:
+
+    - A model with layers computing in 16 bits (a mixed precision policy)
+      is refused where its file would fail to load, run or convert:
+      `"litert"` on TensorFlow, `"onnx"` in bfloat16, and `"onnx"` in
+      float16 on torch (`REFUSED_DTYPES`). Export `float32_copy(model)`
+      instead. Nothing is cast silently.
+    - A functional or `Sequential` model that was built but never called
+      exports: its inputs' shapes and dtypes (the batch left open) are the
+      `input_signature`, as Keras derives it once the model has been
+      called (Keras' ONNX export refuses such a model). A subclassed model
+      that was never called is refused by Keras: call it on a batch
+      first, or give `input_signature`.
+    - Full-integer LiteRT (`format="litert"` with a
+      `representative_dataset`) is refused unless every self-attention
+      layer traces the `dense` kernel: TensorFlow's converter crashes the
+      process (a segfault) on the `chunked` kernel, which `auto` traces
+      above 32x32 maps. Export inside `use_attention_kernel("dense")`.
+    - Nothing else: the outputs keep Keras' names and order, `output_0`,
+      `output_1`, ... by position in the model's outputs (the Deploying
+      guide shows how each runtime finds them by name; LiteRT's
+      `get_output_details()` lists them in another order).
+
+    Args:
+        model: keras.Model, the model to export.
+        filepath: str or path, where to write the artifact (a folder for
+            `"tf_saved_model"`, a `.tflite` file for `"litert"`).
+        format: str, one of `"tf_saved_model"`, `"onnx"`, `"openvino"`,
+            `"litert"` and `"torch"`, as in `model.export` (which formats a
+            backend offers: the Deploying guide). Defaults to
+            `"tf_saved_model"`.
+        input_signature: the inputs' shapes and dtypes, as in
+            `model.export`. Defaults to `None`: the model's own.
+        **kwargs: passed on to `model.export` (`verbose`, and the format's
+            own arguments, such as `target_spec` for `"litert"` or
+            `dynamic_shapes` for `"torch"`).
+
+    Raises:
+        TypeError: if `model` is not a `keras.Model`.
+        ValueError: for an unknown `format`, a model computing in 16 bits
+            for a format that cannot hold it, or full-integer LiteRT of a
+            layer that would not trace `dense`.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Invalid value for argument `model`. Expected a `keras.Model`. "
+            f"Received: model={model!r} of type {type(model).__name__}"
+        )
+    one_of("format", format, FORMATS)
+    _refuse_half_precision(model, format)
+    calibration = kwargs.get("representative_dataset")
+    if format == "litert" and calibration is not None:
+        _refuse_int8_without_dense(model, calibration)
+    if input_signature is None and getattr(model, "inputs", None):
+        # What Keras reads from a functional model, given here so that a
+        # model that was never called exports too.
+        input_signature = _inputs_signature(model)
+    model.export(
+        filepath, format=format, input_signature=input_signature, **kwargs
+    )
+
+
+def float32_copy(model):
+    """A copy of a functional or `Sequential` model computing in float32.
+
+    Each layer is rebuilt from its config with the `"float32"` dtype
+    policy, and the copy gets the model's weights (a mixed-precision
+    model keeps them in float32 already, so they are the same numbers).
+    This is what `export_model` asks for where a format cannot hold
+    16-bit computation: the copy's outputs differ from the model's by the
+    rounding that float32 no longer does.
+
+    Args:
+        model: keras.Model, a functional or `Sequential` model (a
+            subclassed model has no config to rebuild its layers from:
+            construct it again with `dtype="float32"` and `set_weights`).
+
+    Returns:
+        A new `keras.Model` of the same architecture and weights.
+
+    Raises:
+        TypeError: if `model` is not a functional or `Sequential` model.
+    """
+    if not isinstance(model, keras.Model) or not hasattr(model, "inputs"):
+        raise TypeError(
+            "Invalid value for argument `model`. Expected a functional or "
+            f"`Sequential` keras.Model. Received: model={model!r}"
+        )
+
+    def as_float32(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return type(layer).from_config(config)
+
+    copy = keras.models.clone_model(
+        model, clone_function=as_float32, recursive=True
+    )
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _layers(layer):
+    """`layer` and every layer it nests (models inside models too)."""
+    yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from _layers(inner)
+
+
+def _refuse_half_precision(model, format):
+    backend = keras.backend.backend()
+    for layer in _layers(model):
+        backends, why = REFUSED_DTYPES.get(
+            (format, layer.compute_dtype), ((), "")
+        )
+        if backend not in backends:
+            continue
+        layers = [
+            f"{inner.name!r} ({inner.dtype_policy.name})"
+            for inner in _layers(model)
+            if inner.compute_dtype == layer.compute_dtype
+        ]
+        raise ValueError(
+            f"Invalid value for argument `format`: a {format!r} file of a "
+            f"model computing in {layer.compute_dtype} fails ({why}), and "
+            f"these layers do: {', '.join(layers)}. Export a float32 copy "
+            f"instead, `export_model(float32_copy(model), ...)`, or the "
+            f"model as it is to 'tf_saved_model' or 'torch'. "
+            f"Received: format={format!r}"
+        )
+
+
+def _refuse_int8_without_dense(model, calibration):
+    kernels = [
+        f"{layer.name!r} ({requested_kernel(layer)[0]})"
+        for layer in _layers(model)
+        if isinstance(layer, BaseSelfAttention)
+        and requested_kernel(layer)[0] != "dense"
+    ]
+    if kernels:
+        raise ValueError(
+            "Invalid value for argument `representative_dataset`: "
+            "full-integer LiteRT converts only the `dense` kernel "
+            "(TensorFlow's converter crashes on `chunked`, which 'auto' "
+            f"traces above 32x32 maps), and these layers request another: "
+            f"{', '.join(kernels)}. Export inside "
+            '`with use_attention_kernel("dense"):`, or quantize the '
+            "dynamic range only (no `representative_dataset`). "
+            f"Received: representative_dataset={calibration!r}"
+        )
+
+
+def _inputs_signature(model):
+    """The specs of a functional or Sequential model's inputs, the batch
+    left open, as Keras' own exporters derive them."""
+
+    def spec(tensor):
+        return keras.InputSpec(
+            shape=(None, *tensor.shape[1:]), dtype=tensor.dtype,
+            name=tensor.name,
+        )
+
+    return [keras.tree.map_structure(spec, model.input)]
