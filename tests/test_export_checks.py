@@ -51,6 +51,13 @@ def _onnx_session(path):
     )
 
 
+def _assert_close(got, want):
+    """Within the export tests' tolerance, relative to the largest output."""
+    assert got.shape == want.shape
+    bound = 2e-5 * np.abs(want).max()
+    np.testing.assert_allclose(got, want, rtol=0, atol=bound)
+
+
 def _skip_without_onnx():
     for module in ("onnx", "onnxruntime", ONNX_EXPORTERS[BACKEND]):
         pytest.importorskip(module)
@@ -122,9 +129,7 @@ def test_never_called_model_exports(tmp_path):
     session = _onnx_session(path)
     images = _images()
     (got,) = session.run(None, {session.get_inputs()[0].name: images})
-    want = keras.ops.convert_to_numpy(model(images))
-    bound = 2e-5 * np.abs(want).max()
-    np.testing.assert_allclose(got, want, rtol=0, atol=bound)
+    _assert_close(got, keras.ops.convert_to_numpy(model(images)))
 
 
 def test_full_integer_litert_only_with_the_dense_kernel(tmp_path):
@@ -161,3 +166,36 @@ def test_full_integer_litert_only_with_the_dense_kernel(tmp_path):
             },
         )
     assert path.stat().st_size > 0
+
+
+def test_scores_output_order_and_names(tmp_path):
+    # ONNX Runtime keeps the model's order (its names are each exporter's
+    # own); LiteRT's signature runner names them by position, whatever
+    # order `get_output_details()` lists them in (the Deploying guide).
+    _skip_without_onnx()
+    model = _model(scores=True)
+    images = _images()
+    want = [keras.ops.convert_to_numpy(y) for y in model(images)]
+    assert [w.shape for w in want] == [(2, 6, 6, 3), (2, 1, 36, 36)]
+    export_model(model, tmp_path / "m.onnx", format="onnx", verbose=False)
+    session = _onnx_session(tmp_path / "m.onnx")
+    got = session.run(None, {session.get_inputs()[0].name: images})
+    for ours, theirs in zip(got, want, strict=True):
+        _assert_close(ours, theirs)
+    if BACKEND != "tensorflow":
+        return
+    interpreter_module = pytest.importorskip("ai_edge_litert.interpreter")
+    import tensorflow as tf
+
+    path = tmp_path / "m.tflite"
+    export_model(
+        model, path, format="litert", verbose=False,
+        target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]},
+    )
+    interpreter = interpreter_module.Interpreter(model_path=str(path))
+    signature = interpreter.get_signature_list()["serving_default"]
+    assert signature["outputs"] == ["output_0", "output_1"]
+    runner = interpreter.get_signature_runner("serving_default")
+    got = runner(**{signature["inputs"][0]: images})
+    for index, theirs in enumerate(want):
+        _assert_close(got[f"output_{index}"], theirs)

@@ -179,16 +179,19 @@ def max_pool_same(tensor, pool_size):
     unknown when traced are read from the tensor.
     """
     shape = ops.shape(tensor)
-    padding, windows = [(0, 0)], [shape[0]]
+    padding, pooled = [(0, 0)], []
     for axis, pool in enumerate(pool_size, start=1):
-        size = shape[axis]
-        pooled = (size + pool - 1) // pool
-        total = pooled * pool - size
+        pooled.append((shape[axis] + pool - 1) // pool)
+        total = pooled[-1] * pool - shape[axis]
         padding.append((total // 2, total - total // 2))
-        windows += [pooled, pool]
-    padded = ops.pad(tensor, [*padding, (0, 0)], constant_values=float("-inf"))
-    windows = ops.reshape(padded, [*windows, shape[-1]])
-    return ops.max(windows, axis=tuple(range(2, 2 * len(pool_size) + 1, 2)))
+    tensor = ops.pad(tensor, [*padding, (0, 0)], constant_values=float("-inf"))
+    # One axis at a time: a tensor of rank 3 more than the input at most
+    # (LiteRT failed to run a 3D pool reduced from rank 8).
+    for axis, pool in enumerate(pool_size, start=1):
+        shape = ops.shape(tensor)
+        windows = (*shape[:axis], pooled[axis - 1], pool, *shape[axis + 1 :])
+        tensor = ops.max(ops.reshape(tensor, windows), axis=axis + 1)
+    return tensor
 
 
 def spectral_normalize(kernel, u):
