@@ -12,15 +12,11 @@ FORMATS = ("tf_saved_model", "onnx", "openvino", "litert", "torch")
 # (format, compute dtype): the backends whose artifact fails, and how, as
 # tried with a Conv2D -> SelfAttention2D model (Keras 3.15, ONNX Runtime
 # 1.32, TensorFlow 2.21). SavedModels and `torch.export` programs of mixed
-# precision models load and run; JAX and TensorFlow float16 ONNX files too.
+# precision models load and run, and float16 ONNX files of every backend.
 REFUSED_DTYPES = {
     ("onnx", "bfloat16"): (
         ("tensorflow", "jax", "torch"),
         "ONNX Runtime cannot load or run its bfloat16 Conv",
-    ),
-    ("onnx", "float16"): (
-        ("torch",),
-        "ONNX Runtime fails to run it (a MatMul dimension mismatch)",
     ),
     ("litert", "bfloat16"): (
         ("tensorflow",),
@@ -41,10 +37,10 @@ def export_model(
     What differs from calling `model.export` directly:
 
     - A model with layers computing in 16 bits (a mixed precision policy)
-      is refused where its file would fail to load, run or convert:
-      `"litert"` on TensorFlow, `"onnx"` in bfloat16, and `"onnx"` in
-      float16 on torch (`REFUSED_DTYPES`). Export `float32_copy(model)`
-      instead. Nothing is cast silently.
+      is refused where its file would fail to load or to convert:
+      `"litert"` on TensorFlow, and `"onnx"` in bfloat16 (as tried: the
+      Deploying guide's "Refused configurations"). Export
+      `float32_copy(model)` instead. Nothing is cast silently.
     - A functional or `Sequential` model that was built but never called
       exports: its inputs' shapes and dtypes (the batch left open) are the
       `input_signature`, as Keras derives it once the model has been
@@ -56,10 +52,11 @@ def export_model(
       layer traces the `dense` kernel: TensorFlow's converter crashes the
       process (a segfault) on the `chunked` kernel, which `auto` traces
       above 32x32 maps. Export inside `use_attention_kernel("dense")`.
-    - Nothing else: the outputs keep Keras' names and order, `output_0`,
-      `output_1`, ... by position in the model's outputs (the Deploying
-      guide shows how each runtime finds them by name; LiteRT's
-      `get_output_details()` lists them in another order).
+    - Nothing else: the artifact is Keras'. Its outputs come in the
+      model's order in every runtime except LiteRT's
+      `get_output_details()`; the Deploying guide's "Outputs by name"
+      says how each runtime finds them (LiteRT's signature runner names
+      them `output_0`, `output_1`, ... by position).
 
     Args:
         model: keras.Model, the model to export.
@@ -160,8 +157,8 @@ def _refuse_half_precision(model, format):
             if inner.compute_dtype == layer.compute_dtype
         ]
         raise ValueError(
-            f"Invalid value for argument `format`: a {format!r} file of a "
-            f"model computing in {layer.compute_dtype} fails ({why}), and "
+            f"Invalid value for argument `format`: {format!r} files of "
+            f"models computing in {layer.compute_dtype} fail ({why}), and "
             f"these layers do: {', '.join(layers)}. Export a float32 copy "
             f"instead, `export_model(float32_copy(model), ...)`, or the "
             f"model as it is to 'tf_saved_model' or 'torch'. "
