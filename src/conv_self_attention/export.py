@@ -66,8 +66,8 @@ def export_model(
             `"litert"` and `"torch"`, as in `model.export` (which formats a
             backend offers: the Deploying guide). Defaults to
             `"tf_saved_model"`.
-        input_signature: the inputs' shapes and dtypes, as in
-            `model.export`. Defaults to `None`: the model's own.
+        input_signature: list or None, the inputs' shapes and dtypes, as
+            in `model.export`. Defaults to `None`: the model's own.
         **kwargs: passed on to `model.export` (`verbose`, and the format's
             own arguments, such as `target_spec` for `"litert"` or
             `dynamic_shapes` for `"torch"`).
