@@ -132,7 +132,7 @@ def test_never_called_model_exports(tmp_path):
     _assert_close(got, keras.ops.convert_to_numpy(model(images)))
 
 
-def test_full_integer_litert_only_with_the_dense_kernel(tmp_path):
+def test_full_integer_litert_traces_dense(tmp_path):
     model = _model()
     path = tmp_path / "m.tflite"
 
@@ -140,7 +140,7 @@ def test_full_integer_litert_only_with_the_dense_kernel(tmp_path):
         for _ in range(4):
             yield [_images(1)]
 
-    for kernel in ("auto", "chunked", "fused"):
+    for kernel in ("chunked", "fused"):
         with use_attention_kernel(kernel), pytest.raises(
             ValueError, match=rf"'attention' \({kernel}\).*"
             r'use_attention_kernel\("dense"\)'
@@ -156,16 +156,15 @@ def test_full_integer_litert_only_with_the_dense_kernel(tmp_path):
         return
     import tensorflow as tf
 
-    with use_attention_kernel("dense"):
-        export_model(
-            model, path, format="litert", verbose=False,
-            optimizations=[tf.lite.Optimize.DEFAULT],
-            representative_dataset=calibration,
-            target_spec={
-                "supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            },
-        )
+    # `auto`, the layer's own: exported with `dense`.
+    export_model(
+        model, path, format="litert", verbose=False,
+        optimizations=[tf.lite.Optimize.DEFAULT],
+        representative_dataset=calibration,
+        target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+    )
     assert path.stat().st_size > 0
+    assert model.get_layer("attention").last_kernel.implementation == "dense"
 
 
 def test_scores_output_order_and_names(tmp_path):

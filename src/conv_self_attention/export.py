@@ -2,10 +2,13 @@
 an error saying what to do instead, the models whose export would fail
 later (when loaded, or deep in a converter)."""
 
+import contextlib
+
 import keras
 
 from conv_self_attention.checks import one_of
 from conv_self_attention.layers import BaseSelfAttention
+from conv_self_attention.layers import use_attention_kernel
 from conv_self_attention.layers.kernel_choice import requested_kernel
 
 FORMATS = ("tf_saved_model", "onnx", "openvino", "litert", "torch")
@@ -48,10 +51,11 @@ def export_model(
       that was never called is refused by Keras: call it on a batch
       first, or give `input_signature`.
     - Full-integer LiteRT (`format="litert"` with a
-      `representative_dataset`) is refused unless every self-attention
-      layer traces the `dense` kernel: TensorFlow's converter crashes the
-      process (a segfault) on the `chunked` kernel, which `auto` traces
-      above 32x32 maps. Export inside `use_attention_kernel("dense")`.
+      `representative_dataset`) traces the `dense` kernel, which
+      `layer.last_kernel` shows afterwards: TensorFlow's converter crashes
+      the process (a segfault) on `chunked`, which `auto` traces above
+      32x32 maps. A layer asking for `chunked` or `fused` (its
+      `attention_implementation`, or `use_attention_kernel`) is refused.
     - Nothing else: the artifact is Keras'. Its outputs come in the
       model's order in every runtime except LiteRT's
       `get_output_details()`; the Deploying guide's "Outputs by name"
@@ -76,7 +80,7 @@ def export_model(
         TypeError: if `model` is not a `keras.Model`.
         ValueError: for an unknown `format`, a model computing in 16 bits
             for a format that cannot hold it, or full-integer LiteRT of a
-            layer that would not trace `dense`.
+            layer asking for `chunked` or `fused`.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -85,16 +89,19 @@ def export_model(
         )
     one_of("format", format, FORMATS)
     _refuse_half_precision(model, format)
+    kernel = contextlib.nullcontext()
     calibration = kwargs.get("representative_dataset")
     if format == "litert" and calibration is not None:
-        _refuse_int8_without_dense(model, calibration)
+        kernel = _full_integer_kernel(model, calibration)
     if input_signature is None and getattr(model, "inputs", None):
         # What Keras reads from a functional model, given here so that a
         # model that was never called exports too.
         input_signature = _inputs_signature(model)
-    model.export(
-        filepath, format=format, input_signature=input_signature, **kwargs
-    )
+    with kernel:
+        model.export(
+            filepath, format=format, input_signature=input_signature,
+            **kwargs,
+        )
 
 
 def float32_copy(model):
@@ -166,24 +173,27 @@ def _refuse_half_precision(model, format):
         )
 
 
-def _refuse_int8_without_dense(model, calibration):
-    kernels = [
+def _full_integer_kernel(model, calibration):
+    """`use_attention_kernel("dense")` for a full-integer LiteRT export,
+    whose converter crashes on `chunked`; `ValueError` where a layer asks
+    for another kernel than `auto` or `dense`."""
+    refused = [
         f"{layer.name!r} ({requested_kernel(layer)[0]})"
         for layer in _layers(model)
         if isinstance(layer, BaseSelfAttention)
-        and requested_kernel(layer)[0] != "dense"
+        and requested_kernel(layer)[0] not in ("auto", "dense")
     ]
-    if kernels:
+    if refused:
         raise ValueError(
             "Invalid value for argument `representative_dataset`: "
             "full-integer LiteRT converts only the `dense` kernel "
-            "(TensorFlow's converter crashes on `chunked`, which 'auto' "
-            f"traces above 32x32 maps), and these layers request another: "
-            f"{', '.join(kernels)}. Export inside "
-            '`with use_attention_kernel("dense"):`, or quantize the '
-            "dynamic range only (no `representative_dataset`). "
-            f"Received: representative_dataset={calibration!r}"
+            "(TensorFlow's converter crashes on `chunked`), and these "
+            f"layers ask for another: {', '.join(refused)}. Export inside "
+            '`with use_attention_kernel("dense"):` (or "auto"), or '
+            "quantize the dynamic range only (no `representative_dataset`)."
+            f" Received: representative_dataset={calibration!r}"
         )
+    return use_attention_kernel("dense")
 
 
 def _inputs_signature(model):
