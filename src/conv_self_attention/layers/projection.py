@@ -185,8 +185,9 @@ def max_pool_same(tensor, pool_size):
         total = pooled[-1] * pool - shape[axis]
         padding.append((total // 2, total - total // 2))
     tensor = ops.pad(tensor, [*padding, (0, 0)], constant_values=float("-inf"))
-    # One axis at a time: a tensor of rank 3 more than the input at most
-    # (LiteRT failed to run a 3D pool reduced from rank 8).
+    # One axis at a time, so no tensor has more than one axis above the
+    # input's rank: LiteRT failed to run a 3D pool done as one reshape to
+    # rank 8 and one max.
     for axis, pool in enumerate(pool_size, start=1):
         shape = ops.shape(tensor)
         windows = (*shape[:axis], pooled[axis - 1], pool, *shape[axis + 1 :])
