@@ -10,8 +10,9 @@ import pytest
 pytestmark = pytest.mark.once
 
 PACKAGE = pathlib.Path(__file__).parents[1] / "src" / "conv_self_attention"
-# Lowest first. `convert` (the BigGAN weight import) sits on the layers.
-ORDER = ("checks", "kernels", "layers", "convert", "diagnostics",
+# Lowest first. `convert` (the BigGAN weight import) and `export` (checked
+# `model.export`) sit on the layers.
+ORDER = ("checks", "kernels", "layers", "convert", "export", "diagnostics",
          "visualize", "demo")
 
 

@@ -48,6 +48,8 @@ from conv_self_attention.convert import load_biggan_attention
 from conv_self_attention.diagnostics import AttentionMonitor
 from conv_self_attention.diagnostics import GammaLogger
 from conv_self_attention.diagnostics import attention_statistics
+from conv_self_attention.export import export_model
+from conv_self_attention.export import float32_copy
 from conv_self_attention.kernels import attention
 from conv_self_attention.layers import BaseSelfAttention
 from conv_self_attention.layers import SelfAttention1D
@@ -74,6 +76,8 @@ __all__ = [
     "attention_maps",
     "attention_scores_model",
     "attention_statistics",
+    "export_model",
+    "float32_copy",
     "key_value_grid",
     "load_biggan_attention",
     "plot_attention_distance",

@@ -163,13 +163,36 @@ def _pool(layer, tensor):
     """Keys and values max-pooled by `pool_size` (`padding="same"`)."""
     if layer.pool_size is None:
         return tensor
-    return ops.max_pool(
-        tensor,
-        pool_size=layer.pool_size,
-        strides=layer.pool_size,
-        padding="same",
-        data_format="channels_last",
-    )
+    return max_pool_same(tensor, layer.pool_size)
+
+
+def max_pool_same(tensor, pool_size):
+    """`ops.max_pool(tensor, pool_size, strides=pool_size, padding="same")`
+    of a channels-last `tensor`, as a pad, a reshape and a max.
+
+    Not `ops.max_pool` itself: exporters mistranslate it (jax2onnx's 2D and
+    3D `MaxPool` fails in ONNX Runtime, LiteRT has no builtin 3D max pool),
+    while every exporter handles these three ops. With strides equal to the
+    window, "same" pads each axis of size `s` to `ceil(s / p) * p`, the
+    smaller half before (as TensorFlow does), with `-inf`: every window
+    keeps at least one real element, so the padding never wins. Sizes
+    unknown when traced are read from the tensor.
+    """
+    shape = ops.shape(tensor)
+    padding, pooled = [(0, 0)], []
+    for axis, pool in enumerate(pool_size, start=1):
+        pooled.append((shape[axis] + pool - 1) // pool)
+        total = pooled[-1] * pool - shape[axis]
+        padding.append((total // 2, total - total // 2))
+    tensor = ops.pad(tensor, [*padding, (0, 0)], constant_values=float("-inf"))
+    # One axis at a time, so no tensor has more than one axis above the
+    # input's rank: LiteRT failed to run a 3D pool done as one reshape to
+    # rank 8 and one max.
+    for axis, pool in enumerate(pool_size, start=1):
+        shape = ops.shape(tensor)
+        windows = (*shape[:axis], pooled[axis - 1], pool, *shape[axis + 1 :])
+        tensor = ops.max(ops.reshape(tensor, windows), axis=axis + 1)
+    return tensor
 
 
 def spectral_normalize(kernel, u):
