@@ -44,6 +44,10 @@ def _litert(path):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path)
+    # Outputs by the signature's names (`output_0`, `output_1`, ...): the
+    # tensor list can hold them in another order (the scores first).
+    by_name = interpreter.get_signature_runner().get_output_details()
+    outputs = [by_name[name]["index"] for name in sorted(by_name)]
 
     def run(x):
         # A new batch size means resizing the input and reallocating.
@@ -52,10 +56,7 @@ def _litert(path):
         interpreter.allocate_tensors()
         interpreter.set_tensor(index, x)
         interpreter.invoke()
-        return [
-            interpreter.get_tensor(output["index"]).copy()
-            for output in interpreter.get_output_details()
-        ]
+        return [interpreter.get_tensor(index).copy() for index in outputs]
 
     return run
 

@@ -7,9 +7,10 @@ are and are not multiples of 8 (the `fused` kernel pads to them);
 `pool_size` on odd maps; `filters` other than the input channels;
 spectral norm; the attention scores as a second output; channels first;
 N not a multiple of the chunked kernel's block; fixed and unknown spatial
-sizes; and the kernel. `CASES` covers every value of every dimension at
-least once (a covering subset, not the product: five small models keep
-the pass within about a minute on 2 cores). Each model is exported with
+sizes; and the kernel (`dense`, `chunked`, `fused`, `auto`). `CASES`
+covers every value of every dimension at least once (a covering subset,
+not the product: four small models keep the pass within about a minute on
+2 cores). Each model is exported with
 each format of its backend (torch's ONNX both through `model.export`,
 the TorchScript exporter, and through `torch.onnx.export(...,
 dynamo=True)`), run in its runtime in a fresh process (one per runtime,
@@ -20,6 +21,7 @@ the day it works is noticed.
 """
 
 import collections
+import re
 
 import keras
 import numpy as np
@@ -59,26 +61,22 @@ Case = collections.namedtuple(
 where the format keeps them open)."""
 
 CASES = (
-    # One head, per-head widths 8 (no padding), rank 1.
-    Case("1d-fused-width8", 1, (20,), 16,
-         {"key_channels": 8, "value_channels": 8}, "fused", None, False,
-         None),
     # Two heads of widths 2 and 6, pooled 9x11 (odd) to 5x6, filters
     # 24 on 16 channels; N = 99 in blocks of 32 (the last holds 3).
     Case("2d-chunked-heads-pool-filters", 2, (9, 11), 16,
          {"num_heads": 2, "pool_size": 2, "filters": 24}, "chunked", 32,
          False, None),
-    # The scores as a second output (dense), spectral norm, filters 8 on
-    # 3 channels (widths 1 and 4), height and width unknown.
-    Case("2d-scores-spectral-filters-unknown", 2, (10, 10), 3,
+    # Rank 1, the scores as a second output (dense), spectral norm,
+    # filters 8 on 3 channels (one head, widths 1 and 4).
+    Case("1d-scores-spectral-filters", 1, (20,), 3,
          {"filters": 8, "spectral_norm": True,
-          "return_attention_scores": True}, "dense", None, True, (6, 7)),
+          "return_attention_scores": True}, "dense", None, False, None),
     # Channels first, two heads of widths 1 and 4 (padded by `fused`).
     Case("2d-channels-first-fused-heads", 2, (8, 12), 16,
          {"num_heads": 2, "data_format": "channels_first"}, "fused", None,
          False, None),
-    # Rank 3, four heads of width 8, pooled 3x5x6 to 3x3x3, spectral
-    # norm, `auto`, sizes unknown.
+    # Rank 3, four heads of width 8 (nothing to pad), pooled 3x5x6 to
+    # 3x3x3, spectral norm, `auto`, sizes unknown.
     Case("3d-auto-heads8-pool-spectral-unknown", 3, (3, 5, 6), 32,
          {"num_heads": 4, "key_channels": 32, "value_channels": 32,
           "pool_size": (1, 2, 2), "spectral_norm": True}, "auto", None,
@@ -86,9 +84,25 @@ CASES = (
 )
 
 # Cells that fail in a converter or runtime on an op that is not the
-# layer's own: `(backend, format, case): (stage, text the error holds)`;
+# layer's own: `(backend, format, case): (stage, pattern of the error)`;
 # `stage` is "export" (no file) or "runtime" (the file does not run).
-PINNED = {}
+PINNED = {
+    # No builtin 3D max pooling: the converter wants Flex ops.
+    ("tensorflow", "litert", CASES[3].name): (
+        "export",
+        r"'tf\.MaxPool3D' op is neither a custom op nor a flex op",
+    ),
+    # jax2onnx writes 2D and 3D max pooling as a MaxPool that ONNX
+    # Runtime does not run (a plain `keras.layers.MaxPooling2D` too).
+    **{
+        ("jax", "onnx", CASES[index].name): (
+            "runtime",
+            r"running MaxPool node\. Name:'node_MaxPool_\d+' Status "
+            r"Message: Unsupported pooling size\.",
+        )
+        for index in (0, 3)
+    },
+}
 
 
 def _cells():
@@ -244,7 +258,7 @@ def _check_traced(case, traced):
 
 
 def _check_pinned(cell, produced):
-    stage, text = PINNED[BACKEND, cell[0], cell[1].name]
+    stage, pattern = PINNED[BACKEND, cell[0], cell[1].name]
     if stage == "export":
         assert isinstance(produced, str), "exports now: unpin the cell"
         error = produced
@@ -252,7 +266,7 @@ def _check_pinned(cell, produced):
         assert not isinstance(produced, str), produced
         assert "error" in produced, "runs now: unpin the cell"
         error = str(produced["error"])
-    assert text in error, error
+    assert re.search(pattern, error), error
 
 
 def _compare(produced, expected):
