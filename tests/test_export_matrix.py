@@ -304,3 +304,49 @@ def test_matrix_cell_matches_keras_or_fails_as_pinned(exported, cell):
         f"{BACKEND} {_cell_id(cell)} traced {traced.implementation}: "
         f"worst {worst:.1e} {relative}"
     )
+
+
+def _dimensions(case):
+    """The value `case` takes on each dimension of the matrix."""
+    layer = LAYERS[case.rank](**case.layer)
+    layer.build((None, *_input_shape(case, case.spatial)))
+    heads = layer.num_heads
+    widths = (layer.resolved_key_channels // heads,
+              layer.resolved_value_channels // heads)
+    odd_map = any(size % 2 for size in case.spatial)
+    return {
+        "rank": case.rank,
+        "several heads": heads > 1,
+        "widths multiples of 8": all(w % 8 == 0 for w in widths),
+        "pool_size on an odd map": layer.pool_size is not None and odd_map,
+        "filters != channels": layer.output_channels != case.channels,
+        "spectral_norm": layer.spectral_norm,
+        "scores": layer.return_attention_scores,
+        "data_format": layer.data_format,
+        "short last block": case.chunk_size is not None
+        and np.prod(case.spatial) % case.chunk_size != 0,
+        "unknown sizes": case.unknown,
+        "kernel": case.kernel,
+    }
+
+
+@pytest.mark.once
+def test_cases_cover_every_value_of_every_dimension():
+    covered = collections.defaultdict(set)
+    for case in CASES:
+        for dimension, value in _dimensions(case).items():
+            covered[dimension].add(value)
+    both = {False, True}
+    assert covered == {
+        "rank": {1, 2, 3},
+        "several heads": both,
+        "widths multiples of 8": both,
+        "pool_size on an odd map": both,
+        "filters != channels": both,
+        "spectral_norm": both,
+        "scores": both,
+        "data_format": {"channels_last", "channels_first"},
+        "short last block": both,
+        "unknown sizes": both,
+        "kernel": {"dense", "chunked", "fused", "auto"},
+    }
