@@ -96,9 +96,12 @@ def static_size(size):
     runs with a dynamic batch) hands out every dimension as a 0-dim
     tensor. Arithmetic on it is recorded in the graph, and a plan that
     sees no int cannot clip the chunked kernel's blocks to N. Its value is
-    the size the trace was taken at, which the graph holds anyway: read
-    it as an int. Only for sizes that are static in the export (channel
-    widths, and N and M where the spatial size is given); never the batch.
+    the size the trace was taken at: read it as an int. Only for sizes
+    that are static in the export (channel widths, heads, and N and M
+    where the spatial size is given), never the batch. Where the spatial
+    size is left open, Keras traces it at 1 and a `chunked` graph then
+    fails at other sizes (as it did before, with another error): fix the
+    size at export.
 
     Args:
         size: int, None, or a size read off a tensor's shape.
