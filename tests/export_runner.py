@@ -7,8 +7,9 @@ Usage: `python export_runner.py RUNTIME MANIFEST`, where RUNTIME is
 optionally `"error_key"`, where a failure is stored). Every array
 of an inputs file is fed on its own (a batch of 2, then of 1, through one
 loaded artifact, so the batch stays dynamic); the outputs file gets the
-results under the same names, or `error` (or the entry's `error_key`) with
-the runtime's message. One
+results under the same names (a model's further outputs, in the order the
+runtime lists them, under `name.1`, `name.2`, ...), or `error` (or the
+entry's `error_key`) with the runtime's message. One
 process runs all artifacts of one runtime. The tests call `run_runtime`.
 """
 
@@ -24,7 +25,9 @@ def _saved_model(path):
 
     # Kept referenced: the endpoint's variables die with the loaded object.
     loaded = tf.saved_model.load(path)
-    return lambda x: loaded.serve(tf.constant(x)).numpy()
+    return lambda x: [
+        y.numpy() for y in tf.nest.flatten(loaded.serve(tf.constant(x)))
+    ]
 
 
 def _onnx(path):
@@ -34,13 +37,17 @@ def _onnx(path):
         path, providers=["CPUExecutionProvider"]
     )
     name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
+    return lambda x: session.run(None, {name: x})
 
 
 def _litert(path):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path)
+    # Outputs by the signature's names (`output_0`, `output_1`, ...): the
+    # tensor list can hold them in another order (the scores first).
+    by_name = interpreter.get_signature_runner().get_output_details()
+    outputs = [by_name[name]["index"] for name in sorted(by_name)]
 
     def run(x):
         # A new batch size means resizing the input and reallocating.
@@ -49,8 +56,7 @@ def _litert(path):
         interpreter.allocate_tensors()
         interpreter.set_tensor(index, x)
         interpreter.invoke()
-        output = interpreter.get_output_details()[0]["index"]
-        return interpreter.get_tensor(output).copy()
+        return [interpreter.get_tensor(index).copy() for index in outputs]
 
     return run
 
@@ -59,7 +65,14 @@ def _torch(path):
     import torch
 
     module = torch.export.load(path).module()
-    return lambda x: module(torch.from_numpy(x)).detach().numpy()
+
+    def run(x):
+        outputs = module(torch.from_numpy(x))
+        if isinstance(outputs, torch.Tensor):
+            outputs = [outputs]
+        return [output.detach().numpy() for output in outputs]
+
+    return run
 
 
 LOADERS = {
@@ -76,7 +89,9 @@ def run_one(load, entry):
         run = load(entry["artifact"])
         with np.load(entry["inputs"]) as inputs:
             for name in inputs.files:
-                results[name] = np.asarray(run(inputs[name]))
+                for index, output in enumerate(run(inputs[name])):
+                    key = name if index == 0 else f"{name}.{index}"
+                    results[key] = np.asarray(output)
     except Exception as error:  # noqa: BLE001 - reported to the test
         key = entry.get("error_key", "error")
         results[key] = np.array(f"{type(error).__name__}: {error}")

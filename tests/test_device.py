@@ -222,3 +222,26 @@ def test_torch_plans_for_the_device_keras_computes_on():
     for out in outputs:
         assert out.device.type == "meta"
         assert tuple(out.shape) == shapes[2] and out.dtype == torch.float32
+
+
+def test_static_size_reads_traced_sizes_as_ints():
+    # What the plan and the fused kernel read widths and N through.
+    assert device.static_size(7) == 7
+    assert device.static_size(np.int64(7)) == 7
+    assert device.static_size(None) is None
+    if BACKEND != "torch":
+        return
+    import torch
+
+    seen = []
+
+    def scale_by_width(x):
+        seen.append(x.shape[1])
+        return x * device.static_size(x.shape[1])
+
+    traced = torch.jit.trace(scale_by_width, torch.ones(1, 3))
+    # The TorchScript tracer hands out a dimension as a 0-dim tensor; read
+    # as an int it is a constant of the graph, not shape arithmetic.
+    assert isinstance(seen[0], torch.Tensor)
+    assert "aten::size" not in str(traced.graph)
+    assert float(traced(torch.ones(1, 3))[0, 0]) == 3.0

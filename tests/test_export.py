@@ -11,52 +11,30 @@ backend's pass happen once (a module fixture), then one runtime process
 per runtime runs all its artifacts.
 """
 
-import importlib.util
 import pathlib
 import re
 
 import keras
 import numpy as np
 import pytest
-from export_runner import run_runtime
+from export_checks import DYNAMIC_SPATIAL
+from export_checks import FORMATS
+from export_checks import RELATIVE_TOLERANCE
+from export_checks import RUNTIMES
+from export_checks import SUFFIXES
+from export_checks import export_kwargs
+from export_checks import relative_difference
+from export_checks import run_entries
+from export_checks import skip_reason as _skip_reason
 from helpers import BACKEND
 
 from conv_self_attention import SelfAttention2D
 from conv_self_attention import use_attention_kernel
 
 CHANNELS = 8
-# max |y_runtime - y_keras| <= RELATIVE_TOLERANCE * max |y_keras|.
-RELATIVE_TOLERANCE = 2e-5
-FORMATS = {
-    "tensorflow": ("tf_saved_model", "onnx", "litert"),
-    "jax": ("tf_saved_model", "onnx"),
-    "torch": ("onnx", "torch"),
-}
-# Per format: the runner's runtime, and the modules the export and the
-# runtime need (all in the `export` extra).
-RUNTIMES = {
-    "tf_saved_model": ("saved_model", ("tensorflow",)),
-    "onnx": ("onnx", ("onnx", "onnxruntime")),
-    "litert": ("litert", ("tensorflow", "ai_edge_litert")),
-    "torch": ("torch", ()),
-}
-ONNX_EXPORTERS = {
-    "tensorflow": "tf2onnx",
-    "jax": "jax2onnx",
-    "torch": "onnxscript",
-}
-SUFFIXES = {"onnx": ".onnx", "litert": ".tflite", "torch": ".pt2"}
 # `auto` at 32x32 is the model of the guide's examples (below), run with
 # each format of the backend.
 KERNELS = (("dense", 32), ("chunked", 32), ("fused", 32), ("auto", 128))
-# Unknown height and width: exported as they are where the format takes
-# them (then also run at another size), else with the spatial shape fixed
-# by `input_signature` (the documented answer, docs/guide/deploying.md).
-DYNAMIC_SPATIAL = {
-    "tensorflow": ("tf_saved_model", "onnx"),
-    "jax": ("tf_saved_model",),
-    "torch": (),
-}
 
 
 def _cells():
@@ -80,20 +58,6 @@ def _cell_id(cell):
     return f"{fmt}-{kernel}-{size}-{spatial}"
 
 
-def _skip_reason(fmt):
-    """Why this format's cells cannot run here, or `None`."""
-    needed = list(RUNTIMES[fmt][1])
-    if fmt == "onnx":
-        needed.append(ONNX_EXPORTERS[BACKEND])
-    missing = [m for m in needed if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"{missing} not installed (the `export` extra)"
-    if fmt == "torch" and str(keras.ops.zeros(()).device) != "cpu":
-        # The runner runs on the CPU; the program holds the GPU device.
-        return "torch programs exported on a GPU run on that GPU"
-    return None
-
-
 def _model(size, spatial):
     """Conv2D -> SelfAttention2D(gamma=1) -> Conv2D; batch unknown."""
     keras.utils.set_random_seed(0)
@@ -107,27 +71,10 @@ def _model(size, spatial):
 
 
 def _export_kwargs(fmt, size, spatial):
-    kwargs = {}
+    signature = None
     if spatial == "signature":
-        kwargs["input_signature"] = [
-            keras.InputSpec(
-                shape=(None, size, size, CHANNELS), dtype="float32"
-            )
-        ]
-    if fmt == "litert":
-        import tensorflow as tf
-
-        # Builtin ops only: Keras allows Flex ops by default, which a plain
-        # LiteRT interpreter cannot run.
-        builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        kwargs["target_spec"] = {"supported_ops": builtins}
-    if fmt == "torch":
-        import torch
-
-        # Keras fixes the batch at 1 unless asked for a dynamic one.
-        batch = torch.export.Dim("batch", min=1, max=64)
-        kwargs["dynamic_shapes"] = {0: batch}
-    return kwargs
+        signature = (None, size, size, CHANNELS)
+    return export_kwargs(fmt, signature)
 
 
 def _inputs(size, spatial):
@@ -181,7 +128,7 @@ def _export_cell(cell, folder):
 def exported(tmp_path_factory):
     """`{cell: (outputs or error, expected, traced KernelCall)}`."""
     folder = tmp_path_factory.mktemp(f"export-{BACKEND}")
-    results, entries = {}, {}
+    results, groups = {}, {}
     for cell in CELLS:
         if _skip_reason(cell[0]):
             continue
@@ -190,19 +137,10 @@ def exported(tmp_path_factory):
         except Exception as error:  # noqa: BLE001 - reported by the test
             results[cell] = (f"export: {error}", None, None)
             continue
-        runtime = RUNTIMES[cell[0]][0]
-        entries.setdefault(runtime, []).append((cell, cell_entries))
+        groups[cell] = (RUNTIMES[cell[0]][0], cell_entries)
         results[cell] = (None, expected, traced)
-    for runtime, runtime_entries in entries.items():
-        manifest = [entry for _, group in runtime_entries for entry in group]
-        report = run_runtime(runtime, manifest, folder)
-        assert report["imported"] == [], report
-        for cell, group in runtime_entries:
-            produced = {}
-            for entry in group:
-                with np.load(entry["outputs"]) as outputs:
-                    produced.update({k: outputs[k] for k in outputs.files})
-            results[cell] = (produced, *results[cell][1:])
+    for cell, produced in run_entries(groups, folder).items():
+        results[cell] = (produced, *results[cell][1:])
     return results
 
 
@@ -230,13 +168,7 @@ def test_exported_model_matches_keras(exported, cell):
             )
             relative["larger"] = "computed"
     for key, want in expected.items():
-        got = produced[key]
-        assert got.shape == want.shape, key
-        scale = np.abs(want).max()
-        np.testing.assert_allclose(
-            got, want, rtol=0, atol=RELATIVE_TOLERANCE * scale, err_msg=key
-        )
-        relative[key] = float(np.abs(got - want).max() / scale)
+        relative[key] = relative_difference(produced[key], want, key)
     # Shown with `pytest -rP`: the numbers of the guide's support matrix.
     print(f"{BACKEND} {_cell_id(cell)} traced {traced[:2]}: {relative}")
 

@@ -10,6 +10,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from export_checks import RELATIVE_TOLERANCE
 from export_runner import run_runtime
 from test_export import guide_blocks
 
@@ -19,7 +20,6 @@ from conv_self_attention import use_attention_kernel
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "torch", reason="torch modules"
 )
-RELATIVE_TOLERANCE = 2e-5
 # `auto` (`fused` on a CPU) and `chunked`, which once gave a batch-2-only
 # ONNX file here; `dense` traces as plainly as `fused`.
 KERNELS = ("auto", "chunked")

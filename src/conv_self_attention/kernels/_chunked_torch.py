@@ -16,6 +16,8 @@ batch of the exported program.
 
 import torch
 
+from conv_self_attention.kernels.device import static_size
+
 
 def chunked_attention(query, key, value, scale, plan, *, exporting):
     """`query (B, h, N, dk)`, `key (B, h, M, dk)`, `value (B, h, M, dv)`,
@@ -38,11 +40,20 @@ def chunked_attention(query, key, value, scale, plan, *, exporting):
 
 
 def _exported_forward(scaled, key, value, chunk_size):
-    """The forward pass as out-of-place ops over static query blocks."""
+    """The forward pass as out-of-place ops over static query blocks.
+
+    Blocks are slices of N read as an int: the TorchScript exporter wrote
+    `torch.split` of a short last block as equal splits (99 queries in
+    blocks of 32 became a Split of 128, which ONNX Runtime refuses).
+    """
     key_t = key.transpose(-1, -2)
+    length = static_size(scaled.shape[2])
     blocks = [
-        torch.matmul(torch.softmax(torch.matmul(block, key_t), dim=-1), value)
-        for block in torch.split(scaled, chunk_size, dim=2)
+        torch.matmul(
+            torch.softmax(torch.matmul(scaled[:, :, block], key_t), dim=-1),
+            value,
+        )
+        for block in _block_slices(length, chunk_size)
     ]
     return torch.cat(blocks, dim=2)
 

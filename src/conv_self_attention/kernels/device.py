@@ -28,6 +28,8 @@ import functools
 
 import keras
 
+from conv_self_attention.checks import is_int
+
 Device = collections.namedtuple("Device", ["platform", "compute_capability"])
 """The device a computation runs on (a named tuple; `find_device`).
 
@@ -84,6 +86,38 @@ def is_exporting():
     # `is_exporting` appeared in torch 2.6; before it, only tracing shows.
     exporting = getattr(torch.compiler, "is_exporting", lambda: False)
     return bool(torch.jit.is_tracing() or exporting())
+
+
+def static_size(size):
+    """A dimension of a static shape as a Python int, `None` (or a
+    symbolic size) as it is.
+
+    torch's TorchScript tracer (what Keras' `model.export(format="onnx")`
+    runs with a dynamic batch) hands out every dimension as a 0-dim
+    tensor. Arithmetic on it is recorded in the graph, and a plan that
+    sees no int cannot clip the chunked kernel's blocks to N. Its value is
+    the size the trace was taken at: read it as an int. Only for sizes
+    that are static in the export (channel widths, heads, and N and M
+    where the spatial size is given), never the batch. Where the spatial
+    size is left open, Keras traces it at 1 and a `chunked` graph then
+    fails at other sizes (as it did before, with another error): fix the
+    size at export.
+
+    Args:
+        size: int, None, or a size read off a tensor's shape.
+
+    Returns:
+        `size` as an int where it is one or a tensor the tracer made of
+        it, else `size` unchanged.
+    """
+    if size is None or is_int(size):
+        return size
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if isinstance(size, torch.Tensor) and size.ndim == 0:
+            return int(size)
+    return size
 
 
 def parse_capability(text):

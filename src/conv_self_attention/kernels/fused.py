@@ -31,6 +31,8 @@ import importlib
 import keras
 from keras import ops
 
+from conv_self_attention.kernels.device import static_size
+
 # Head widths of the fused kernels are padded to a multiple of this.
 WIDTH_MULTIPLE = 8
 
@@ -47,7 +49,7 @@ def padded_width(key_width, value_width):
 
 
 def _pad_last_axis(tensor, width):
-    extra = width - tensor.shape[-1]
+    extra = width - static_size(tensor.shape[-1])
     if extra == 0:
         return tensor
     return ops.pad(tensor, [[0, 0], [0, 0], [0, 0], [0, extra]])
@@ -71,8 +73,10 @@ def fused_attention(query, key, value, scale, *, flash=False, platform="cpu"):
     Returns:
         A tensor `(B, N, h, dv)` in `value.dtype`.
     """
-    value_width = value.shape[-1]
-    width = padded_width(query.shape[-1], value_width)
+    # Python ints: shape arithmetic on the tensors torch's TorchScript
+    # tracer gives for sizes would be recorded in an exported graph.
+    value_width = static_size(value.shape[-1])
+    width = padded_width(static_size(query.shape[-1]), value_width)
     dtype = value.dtype if flash else "float32"
     query, key, padded_value = (
         _pad_last_axis(ops.cast(tensor, dtype), width)

@@ -22,6 +22,7 @@ from conv_self_attention.kernels.chunked import plan_blocks
 from conv_self_attention.kernels.device import Device
 from conv_self_attention.kernels.device import find_device
 from conv_self_attention.kernels.device import is_exporting
+from conv_self_attention.kernels.device import static_size
 
 IMPLEMENTATIONS = ("auto", "dense", "chunked", "fused")
 """The kernel names `attention_implementation` accepts."""
@@ -193,16 +194,18 @@ def plan_attention(
             is not `None` or a positive int.
     """
     batch, num_queries, heads, key_width = query.shape
+    # Ints where torch's TorchScript tracer gives tensors (the batch stays
+    # as the tracer has it: the export leaves it open).
     return plan_kernel(
         backend=keras.backend.backend(),
         device=find_device(query),
         dtype=keras.backend.result_type(query.dtype, key.dtype, value.dtype),
-        num_queries=num_queries,
-        num_keys=key.shape[1],
+        num_queries=static_size(num_queries),
+        num_keys=static_size(key.shape[1]),
         batch=batch,
-        heads=heads,
-        key_width=key_width,
-        value_width=value.shape[-1],
+        heads=static_size(heads),
+        key_width=static_size(key_width),
+        value_width=static_size(value.shape[-1]),
         implementation=implementation,
         chunk_size=chunk_size,
         return_scores=return_scores,

@@ -354,7 +354,7 @@ class BaseSelfAttention(ConfigFromValues, keras.layers.Layer):
             shortcut + ops.cast(scaled, attended.dtype)
         )
         if self.data_format == "channels_first":
-            outputs = ops.moveaxis(outputs, -1, 1)
+            outputs = shapes.to_channels_first(outputs)
         if self.return_attention_scores:
             return outputs, scores
         return outputs

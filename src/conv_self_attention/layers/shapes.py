@@ -31,6 +31,15 @@ def channel_axis(data_format):
     return -1 if data_format == "channels_last" else 1
 
 
+def to_channels_first(tensor):
+    """`(B, *spatial, C)` to `(B, C, *spatial)`, by a transpose whose axes
+    are all non-negative: torch's TorchScript ONNX exporter writes
+    `moveaxis(x, -1, 1)` as a Transpose of perm `{0, -1, 1, 2}`, a file
+    ONNX Runtime will not load."""
+    rank = len(tensor.shape)
+    return ops.transpose(tensor, (0, rank - 1, *range(1, rank - 1)))
+
+
 def spatial_shape(input_shape, data_format):
     """The spatial sizes of `input_shape` (a tuple; `None` if unknown)."""
     if data_format == "channels_last":
