@@ -86,23 +86,10 @@ CASES = (
 # Cells that fail in a converter or runtime on an op that is not the
 # layer's own: `(backend, format, case): (stage, pattern of the error)`;
 # `stage` is "export" (no file) or "runtime" (the file does not run).
-PINNED = {
-    # No builtin 3D max pooling: the converter wants Flex ops.
-    ("tensorflow", "litert", CASES[3].name): (
-        "export",
-        r"'tf\.MaxPool3D' op is neither a custom op nor a flex op",
-    ),
-    # jax2onnx writes 2D and 3D max pooling as a MaxPool that ONNX
-    # Runtime does not run (a plain `keras.layers.MaxPooling2D` too).
-    **{
-        ("jax", "onnx", CASES[index].name): (
-            "runtime",
-            r"running MaxPool node\. Name:'node_MaxPool_\d+' Status "
-            r"Message: Unsupported pooling size\.",
-        )
-        for index in (0, 3)
-    },
-}
+# None today: the two that were (jax2onnx's MaxPool in ONNX Runtime,
+# LiteRT's missing builtin 3D max pool) went away when the layer's pooling
+# became a pad, a reshape and a max.
+PINNED = {}
 
 
 def _cells():
