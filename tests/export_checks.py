@@ -103,6 +103,29 @@ def keras_outputs(model, inputs):
     return expected
 
 
+def runner_entries(folder, name, artifact, inputs, larger=None):
+    """Saves one artifact's inputs; returns its runner manifest entries.
+
+    `inputs` are fed as they are. `larger`, a map twice the exported size
+    (as a runtime that resizes its input accepts it, LiteRT), gets an
+    entry of its own whose error the runner keeps under `larger_error`:
+    the artifact must compute it right or refuse it, never be wrong.
+    """
+    parts = {"inputs": (inputs, {})}
+    if larger is not None:
+        parts["larger"] = ({"larger": larger}, {"error_key": "larger_error"})
+    entries = []
+    for part, (arrays, options) in parts.items():
+        np.savez(folder / f"{name}-{part}.npz", **arrays)
+        entries.append({
+            "artifact": artifact,
+            "inputs": str(folder / f"{name}-{part}.npz"),
+            "outputs": str(folder / f"{name}-{part}-outputs.npz"),
+            **options,
+        })
+    return entries
+
+
 def run_entries(groups, folder):
     """Runs every cell's runner entries, one process per runtime.
 

@@ -28,6 +28,7 @@ from export_checks import SUFFIXES
 from export_checks import export_kwargs
 from export_checks import relative_difference
 from export_checks import run_entries
+from export_checks import runner_entries
 from export_checks import skip_reason as _skip_reason
 from helpers import BACKEND
 
@@ -106,24 +107,12 @@ def _export_cell(cell, folder):
             artifact, format=fmt, verbose=False,
             **_export_kwargs(fmt, size, spatial),
         )
-    np.savez(folder / f"{name}-inputs.npz", **inputs)
-    entries = [{
-        "artifact": artifact,
-        "inputs": str(folder / f"{name}-inputs.npz"),
-        "outputs": str(folder / f"{name}-outputs.npz"),
-    }]
+    larger = None
     if spatial == "signature":
-        # A map twice the exported size, as a runtime that resizes its
-        # input accepts it (LiteRT): right, or an error, never wrong.
+        # A map twice the exported size: right, or an error, never wrong.
         larger = np.tile(inputs["batch1"], (1, 2, 2, 1))
         expected["larger"] = keras.ops.convert_to_numpy(model(larger))
-        np.savez(folder / f"{name}-larger.npz", larger=larger)
-        entries.append({
-            "artifact": artifact,
-            "inputs": str(folder / f"{name}-larger.npz"),
-            "outputs": str(folder / f"{name}-larger-outputs.npz"),
-            "error_key": "larger_error",
-        })
+    entries = runner_entries(folder, name, artifact, inputs, larger)
     return entries, expected, layer.last_kernel
 
 

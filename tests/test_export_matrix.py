@@ -34,6 +34,7 @@ from export_checks import export_kwargs
 from export_checks import keras_outputs
 from export_checks import relative_difference
 from export_checks import run_entries
+from export_checks import runner_entries
 from export_checks import skip_reason
 from helpers import BACKEND
 
@@ -188,28 +189,15 @@ def _export_cell(cell, folder):
     with use_attention_kernel(case.kernel, case.chunk_size):
         expected = keras_outputs(model, inputs)
         _export(model, fmt, artifact, case, mode, inputs["batch2"])
-    np.savez(folder / f"{name}-inputs.npz", **inputs)
-    entries = [{
-        "artifact": artifact,
-        "inputs": str(folder / f"{name}-inputs.npz"),
-        "outputs": str(folder / f"{name}-outputs.npz"),
-    }]
+    larger = None
     if mode == "signature":
-        # Twice the exported size, as LiteRT's resize takes it: right, or
-        # an error, never wrong.
+        # Twice the exported size: right, or an error, never wrong.
         first = 2 if _channels_first(case) else 1
         reps = np.ones(case.rank + 2, int)
         reps[first : first + case.rank] = 2
         larger = np.tile(inputs["batch1"], reps)
-        for key, value in keras_outputs(model, {"larger": larger}).items():
-            expected[key] = value
-        np.savez(folder / f"{name}-larger.npz", larger=larger)
-        entries.append({
-            "artifact": artifact,
-            "inputs": str(folder / f"{name}-larger.npz"),
-            "outputs": str(folder / f"{name}-larger-outputs.npz"),
-            "error_key": "larger_error",
-        })
+        expected.update(keras_outputs(model, {"larger": larger}))
+    entries = runner_entries(folder, name, artifact, inputs, larger)
     return entries, expected, layer.last_kernel
 
 
