@@ -21,6 +21,9 @@ Keys (`figures` lists them all):
   `accuracy/NAME` (a range: `/low`, `/high`).
 - CPU thresholds (`cpu_thresholds_...`): `date`, `release`,
   `BACKEND/SIDE` (a range: `/low`, `/high`), `block_speedup/low|high`.
+- Export speed (`export_speed_<backend>`): `date`, `release`, `cpus`,
+  `roof_gflops`, and `ROUTE/` (`keras`, `export_model`, `model.export`)
+  + `s`, `vs_keras`, `peak_mib`, `export_seconds`.
 - `targets`: the limits of `targets.py` (`_targets` lists the keys).
 """
 
@@ -55,7 +58,8 @@ def figures(name, results=RESULTS):
              "release": result.get("release")}
     kind = result.get("kind", "cpu_layer")
     found.update({"cpu_layer": _cpu_layer, "gpu_layer": _gpu_layer,
-                  "kernel_thresholds": _thresholds}[kind](result))
+                  "kernel_thresholds": _thresholds,
+                  "export_speed": _export_speed}[kind](result))
     return found
 
 
@@ -148,6 +152,18 @@ def _thresholds(result):
         "speedup_of_cache_sized_blocks")
     if speedup:
         found.update(_range("block_speedup", speedup))
+    return found
+
+
+def _export_speed(result):
+    roof = result["matmul_roof"]["flops_per_second"]
+    found = {"cpus": result["machine"]["cpus"], "roof_gflops": roof / 1e9}
+    for record in result["records"]:
+        route = record["route"]
+        found[f"{route}/s"] = record["seconds"]
+        for name in ("vs_keras", "peak_mib", "export_seconds"):
+            if name in record:
+                found[f"{route}/{name}"] = record[name]
     return found
 
 

@@ -7,6 +7,7 @@ import contextlib
 import keras
 
 from conv_self_attention.checks import one_of
+from conv_self_attention.kernels.device import traced_for_export
 from conv_self_attention.layers import BaseSelfAttention
 from conv_self_attention.layers import use_attention_kernel
 from conv_self_attention.layers.kernel_choice import requested_kernel
@@ -56,6 +57,10 @@ def export_model(
       the process (a segfault) on `chunked`, which `auto` traces above
       32x32 maps. A layer asking for `chunked` or `fused` (its
       `attention_implementation`, or `use_attention_kernel`) is refused.
+    - On JAX, the chunked kernel is traced unrolled, as ops that ONNX
+      Runtime fuses (`model.export` traces the training form, an ONNX
+      `Loop` that runs several times slower); its blocks then span the
+      whole batch, as torch's exports do (`layer.last_kernel.exporting`).
     - Nothing else: the artifact is Keras'. Its outputs come in the
       model's order in every runtime except LiteRT's
       `get_output_details()`; the Deploying guide's "Outputs by name"
@@ -97,7 +102,7 @@ def export_model(
         # What Keras reads from a functional model, given here so that a
         # model that was never called exports too.
         input_signature = _inputs_signature(model)
-    with kernel:
+    with kernel, traced_for_export():
         model.export(
             filepath, format=format, input_signature=input_signature,
             **kwargs,

@@ -24,6 +24,8 @@ The device is the one the computation runs on, not the machine's first:
 """
 
 import collections
+import contextlib
+import contextvars
 import functools
 
 import keras
@@ -68,18 +70,41 @@ def on_compute_device(*tensors):
     return tuple(keras.ops.convert_to_tensor(tensor) for tensor in tensors)
 
 
+# Set by `export_model` (`traced_for_export`): a JAX export traces the same
+# ops as any `jax.jit`, so only the exporting code can say it exports.
+_EXPORT_TRACE = contextvars.ContextVar("export_trace", default=False)
+
+
+@contextlib.contextmanager
+def traced_for_export():
+    """Within it, `is_exporting()` is `True` on JAX: what `export_model`
+    enters around Keras' `model.export`, so that the layer traces the
+    form of its kernels made for exporters."""
+    token = _EXPORT_TRACE.set(True)
+    try:
+        yield
+    finally:
+        _EXPORT_TRACE.reset(token)
+
+
 def is_exporting():
     """Whether an exporter traces the current call into a graph.
 
-    Only torch can tell: `torch.export` and both ONNX exporters (the
-    TorchScript tracer, and dynamo's, which runs `torch.export`). A
-    TensorFlow or JAX export traces the same ops as any `tf.function` or
-    `jax.jit`, so they need no branch and this is `False` for them.
+    torch tells by itself: `torch.export` and both ONNX exporters (the
+    TorchScript tracer, and dynamo's, which runs `torch.export`). A JAX
+    export traces the same ops as any `jax.jit`: there it is `True` only
+    within `traced_for_export()`, which `export_model` enters (a direct
+    `model.export` traces the training form). A TensorFlow export needs no
+    other form, so this is `False` there.
 
     Returns:
-        `True` while torch traces for an exporter, else `False`.
+        `True` while torch traces for an exporter, or JAX within
+        `traced_for_export()`; else `False`.
     """
-    if keras.backend.backend() != "torch":
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return _EXPORT_TRACE.get()
+    if backend != "torch":
         return False
     import torch
 
