@@ -17,9 +17,9 @@ import numpy as np
 
 from conv_self_attention.checks import int_tuple
 from conv_self_attention.checks import is_int
+from conv_self_attention.checks import pool_size as normalize_pool_size
 from conv_self_attention.layers import BaseSelfAttention
 from conv_self_attention.layers import key_value_grid
-from conv_self_attention.layers.grid import normalize_pool_size
 
 
 def query_index(position, spatial_shape):
