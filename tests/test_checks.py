@@ -3,7 +3,9 @@ values accepted everywhere (NumPy bools and ints like Python's), stored as
 plain Python values, and every refusal worded "what must hold, then
 `Received: name=value`"."""
 
+import ast
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ import pytest
 from conv_self_attention import AttentionMonitor
 from conv_self_attention import SelfAttention2D
 from conv_self_attention import checks
+
+PACKAGE = pathlib.Path(checks.__file__).parent
 
 
 def test_numpy_and_python_bools_are_alike_and_stored_as_bool():
@@ -50,3 +54,32 @@ def test_refusals_name_the_rule_then_what_was_received(
     assert type(raised.value) is ValueError
     assert message.index(f"`{name}`") < message.index("Expected")
     assert message.endswith(f"Received: {name}={received}"), message
+
+
+def _message_text(call):
+    """The literal parts of an exception's message, and whether it
+    interpolates a caught exception (whose own text says what was
+    received)."""
+    parts = [node.value for node in ast.walk(call)
+             if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    wraps = any(isinstance(node, ast.Name) and node.id == "error"
+                for node in ast.walk(call))
+    return "".join(parts), wraps
+
+
+@pytest.mark.once
+def test_every_refusal_in_the_package_says_what_it_received():
+    """Checks written beside their function (shapes, models, files) keep
+    the same form as `checks`' own: the rule, then `Received:`."""
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            call = getattr(node, "exc", None) if isinstance(
+                node, ast.Raise) else None
+            if not (isinstance(call, ast.Call) and getattr(
+                    call.func, "id", None) in ("ValueError", "TypeError")):
+                continue
+            text, wraps = _message_text(call)
+            if text and not wraps and "Received" not in text:
+                missing.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not missing, missing
