@@ -386,6 +386,8 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
             attention_statistics(model, bad)
         with pytest.raises(ValueError, match="`inputs`"):
             attention_statistics(model.get_layer("top"), bad)
+    with pytest.raises(ValueError, match="Received: inputs.shape=.0, 5"):
+        attention_statistics(model.get_layer("top"), x[:0])
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="sample_size"):
             attention_statistics(model, x, sample_size=bad)

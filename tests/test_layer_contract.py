@@ -84,3 +84,16 @@ def test_spectral_norm_of_a_zero_kernel_is_finite(training):
     kernel.assign(np.eye(8, 1, dtype="float32") * 3.0)
     normalized = to_numpy(layer.query_projection.normalized_kernel())
     np.testing.assert_allclose(np.abs(normalized).max(), 1.0, rtol=1e-5)
+
+
+def test_from_config_keeps_keras_dtype_policy_handling():
+    """Keras' `from_config` turns a saved policy (a dict) back into the
+    policy; the package's wrapper keeps that and still raises its own
+    `ValueError` for a malformed value in the same config."""
+    config = SelfAttention2D(dtype="mixed_bfloat16").get_config()
+    assert isinstance(config["dtype"], dict)
+    clone = SelfAttention2D.from_config(config)
+    assert clone.dtype_policy.name == "mixed_bfloat16"
+    assert clone.compute_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="Received: num_heads=0"):
+        SelfAttention2D.from_config({**config, "num_heads": 0})

@@ -4,6 +4,7 @@
 import keras
 import numpy as np
 import pytest
+from helpers import BACKEND
 from helpers import KerasTestCase
 from helpers import gradients
 from helpers import keras_keeps_autograd
@@ -372,7 +373,7 @@ class ShapeRecordingAttention(SelfAttention2D):
 
 
 @pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="TF graph with None batch"
+    BACKEND != "tensorflow", reason="TF graph with None batch"
 )
 def test_kernels_see_static_positions_when_only_batch_is_unknown():
     import tensorflow as tf
@@ -389,7 +390,7 @@ def test_kernels_see_static_positions_when_only_batch_is_unknown():
 @pytest.mark.meta_device
 @pytest.mark.gpu_specific
 @pytest.mark.skipif(
-    keras.backend.backend() != "torch", reason="torch autograd on its device"
+    BACKEND != "torch", reason="torch autograd on its device"
 )
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
 @pytest.mark.parametrize(

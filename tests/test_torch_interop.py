@@ -11,6 +11,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import BACKEND
 
 from conv_self_attention import SelfAttention2D
 
@@ -18,7 +19,7 @@ GUIDE = (
     pathlib.Path(__file__).resolve().parents[1] / "docs/guide/pytorch.md"
 )
 torch_only = pytest.mark.skipif(
-    keras.backend.backend() != "torch", reason="torch backend only"
+    BACKEND != "torch", reason="torch backend only"
 )
 
 

@@ -217,7 +217,7 @@ def test_plot_attention_maps_rejects_bad_input():
     with pytest.raises(ValueError, match="image.shape"):
         visualize.plot_attention_maps(np.zeros((2, 2, 2)), scores, [(0, 0)],
                                       (2, 2))
-    with pytest.raises(ValueError, match="queries"):
+    with pytest.raises(ValueError, match="Received: queries="):
         visualize.plot_attention_maps(np.zeros((2, 2)), scores, [], (2, 2))
     with pytest.raises(ValueError, match="2D maps only"):
         visualize.plot_attention_maps(

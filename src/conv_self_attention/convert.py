@@ -290,9 +290,9 @@ def _check_all_used(state, used, prefix):
     unexpected = sorted(set(state) - used)
     if unexpected:
         raise ValueError(
-            "`state_dict` holds names that are not part of a BigGAN "
-            f"attention block: {unexpected}. Pass the block's own state dict, "
-            f"or its `prefix` (received prefix={prefix!r})."
+            "`state_dict` must hold only the names of a BigGAN attention "
+            "block: pass the block's own state dict, or its `prefix`. "
+            f"Received: prefix={prefix!r}, other names {unexpected}"
         )
 
 
@@ -371,10 +371,11 @@ def _assign(layer, kernels, biases, gamma):
         projection = getattr(layer, projection_name)
         if tuple(projection.kernel.shape) != kernels[conv].shape:
             raise ValueError(
-                f"`layer.{projection_name}` has kernel shape (in, out)="
-                f"{tuple(projection.kernel.shape)}; the BigGAN `{conv}` "
-                f"weight needs {kernels[conv].shape}. Check the layer's "
-                "input channels, `key_channels` and `value_channels`."
+                f"`layer.{projection_name}` must have the kernel shape "
+                f"(in, out)={kernels[conv].shape} of the BigGAN `{conv}` "
+                "weight: check the layer's input channels, `key_channels` "
+                "and `value_channels`. Received: kernel shape "
+                f"{tuple(projection.kernel.shape)}"
             )
     for conv, projection_name in PROJECTIONS.items():
         projection = getattr(layer, projection_name)

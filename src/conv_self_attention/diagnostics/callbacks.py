@@ -180,8 +180,10 @@ class AttentionMonitor(keras.callbacks.Callback):
         self.inputs = inputs
         self.every = positive_int("every", every)
         # Checked now rather than after the first epoch.
-        self.options = checked_options(per_head, sample_size, seed,
-                                        MAX_BYTES)
+        self.options = checked_options(
+            per_head=per_head, sample_size=sample_size, seed=seed,
+            max_bytes=MAX_BYTES,
+        )
         self.epochs = []
         self.history = {}
         self.sample_sizes = {}

@@ -178,7 +178,10 @@ def _layer_batch(layer, inputs):
             f"`inputs` do not fit layer {layer.name!r}: {error}"
         ) from None
     if shape[0] == 0:
-        raise ValueError("`inputs` must hold at least one example.")
+        raise ValueError(
+            "`inputs` must hold at least one example. Received: "
+            f"inputs.shape={shape}"
+        )
     # The layer's own check and words: integer inputs are refused.
     check_input_dtype(layer, inputs.dtype)
     return inputs

@@ -197,7 +197,8 @@ def attention_statistics(
     True
     ```
     """
-    options = checked_options(per_head, sample_size, seed, max_bytes)
+    options = checked_options(per_head=per_head, sample_size=sample_size,
+                              seed=seed, max_bytes=max_bytes)
     return {
         path: _layer_statistics(layer, layer_inputs, **options)
         for path, layer, layer_inputs in inputs_per_layer(
@@ -223,13 +224,15 @@ def attention_distances(layer, inputs, *, sample_size=None, seed=0,
         the attention weight averaged over examples and heads (rows sum
         to 1). Uniform attention would give every key `1 / M`.
     """
-    options = checked_options(False, sample_size, seed, max_bytes)
+    options = checked_options(per_head=False, sample_size=sample_size,
+                              seed=seed, max_bytes=max_bytes)
     (_, layer, layer_inputs), = inputs_per_layer(layer, inputs)
     result = _run(layer, layer_inputs, **options, collect_weights=True)
     return result["distances"], result["weights"]
 
 
-def checked_options(per_head, sample_size, seed, max_bytes):
+def checked_options(*, per_head, sample_size, seed, max_bytes):
+    """The statistics' options, checked (`attention_statistics`' Args)."""
     return {
         "per_head": checks.boolean("per_head", per_head),
         "sample_size": checks.positive_int("sample_size", sample_size,

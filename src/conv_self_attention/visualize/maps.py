@@ -17,9 +17,9 @@ import numpy as np
 
 from conv_self_attention.checks import int_tuple
 from conv_self_attention.checks import is_int
+from conv_self_attention.checks import pool_size as normalize_pool_size
 from conv_self_attention.layers import BaseSelfAttention
 from conv_self_attention.layers import key_value_grid
-from conv_self_attention.layers.grid import normalize_pool_size
 
 
 def query_index(position, spatial_shape):
@@ -219,11 +219,7 @@ def attention_scores_model(model, layer):
     (4, 2, 4, 4)
     ```
     """
-    if not isinstance(layer, BaseSelfAttention):
-        raise TypeError(
-            "`layer` must be a self-attention layer of this package. "
-            f"Received: layer={layer!r}"
-        )
+    _check_attention_layer(layer)
     config = layer.get_config()
     config.update(return_attention_scores=True, name=f"{layer.name}_scores")
     twin = type(layer).from_config(config)
@@ -232,14 +228,18 @@ def attention_scores_model(model, layer):
     return keras.Model(model.inputs, scores, name=f"{model.name}_scores")
 
 
+def _check_attention_layer(layer):
+    if not isinstance(layer, BaseSelfAttention):
+        raise TypeError(
+            "`layer` must be a self-attention layer of this package. "
+            f"Received: layer={layer!r}"
+        )
+
+
 def _resolve_grid(spatial_shape, pool_size, layer):
     """Returns `(spatial_shape, pool_size)` from the arguments or `layer`."""
     if layer is not None:
-        if not isinstance(layer, BaseSelfAttention):
-            raise TypeError(
-                "`layer` must be a self-attention layer of this package. "
-                f"Received: layer={layer!r}"
-            )
+        _check_attention_layer(layer)
         if pool_size is not None and layer.pool_size != normalize_pool_size(
             pool_size, layer.rank
         ):

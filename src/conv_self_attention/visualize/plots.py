@@ -102,7 +102,9 @@ def plot_attention_maps(
     image = _as_image(image)
     queries = [tuple(query) for query in queries]
     if not queries:
-        raise ValueError("`queries` must name at least one position.")
+        raise ValueError(
+            "`queries` must name at least one position. Received: queries=[]"
+        )
     maps = [
         attention_maps(scores, spatial_shape, pool_size, query=query)[sample]
         for query in queries
