@@ -30,6 +30,7 @@ PASSAGES = [
     ("benchmarks/README.md", "", None),
     ("docs/benchmarks.md", "", None),
     ("docs/guide/gpu.md", "## What has been measured", None),
+    ("docs/guide/kernels.md", "## Block sizes", "\n## "),
     ("src/conv_self_attention/kernels/auto.py", "", '"""\n\nfrom'),
     ("src/conv_self_attention/kernels/auto.py", "# Largest N x M",
      "# Head widths"),
