@@ -21,6 +21,9 @@ Keys (`figures` lists them all):
   `accuracy/NAME` (a range: `/low`, `/high`).
 - CPU thresholds (`cpu_thresholds_...`): `date`, `release`,
   `BACKEND/SIDE` (a range: `/low`, `/high`), `block_speedup/low|high`.
+- Export measurements and other flat records (`kind: figures`, e.g.
+  `export_memory_...`, `litert_quantization_...`): `date`, `release` and
+  the keys of the file's `figures`, as written there.
 - `targets`: the limits of `targets.py` (`_targets` lists the keys).
 """
 
@@ -55,7 +58,8 @@ def figures(name, results=RESULTS):
              "release": result.get("release")}
     kind = result.get("kind", "cpu_layer")
     found.update({"cpu_layer": _cpu_layer, "gpu_layer": _gpu_layer,
-                  "kernel_thresholds": _thresholds}[kind](result))
+                  "kernel_thresholds": _thresholds,
+                  "figures": lambda r: r["figures"]}[kind](result))
     return found
 
 

@@ -6,10 +6,12 @@ backend, then runs each artifact on one batch-1 image in a fresh process
 that imports neither Keras nor the package (`tests/export_runner.py`'s
 loaders) and reports the peak RSS after loading and after inference; their
 difference is the inference's working memory. docs/guide/deploying.md
-quotes the output.
+quotes `benchmarks/results/export_memory_<release>.json`; `--output`
+writes this backend's figures into such a file (its other backends' kept).
 
     python benchmarks/export/export_memory.py --backend tensorflow --side 128
-    python benchmarks/export/export_memory.py --backend torch --side 128
+    python benchmarks/export/export_memory.py --backend torch --side 128 \
+        --output benchmarks/results/export_memory_0.4.json
 """
 
 import argparse
@@ -21,6 +23,7 @@ import sys
 import tempfile
 
 TESTS = pathlib.Path(__file__).resolve().parents[2] / "tests"
+COMMON = TESTS.parent / "benchmarks" / "common"
 FORMATS = {
     "tensorflow": ("tf_saved_model", "onnx", "litert"),
     "jax": ("tf_saved_model", "onnx"),
@@ -84,10 +87,58 @@ def export_all(backend, side, folder):
     return artifacts
 
 
+def write_results(path, backend, side, figures):
+    """`figures` (`{key: value}`, keys of `common/quotes.py`'s `figures`
+    kind) into the results file `path` with the machine, date, versions,
+    release and commit; the file's figures of other backends are kept."""
+    import datetime
+    import platform
+
+    import keras
+
+    sys.path.insert(0, str(COMMON))
+    import provenance
+
+    result = {"figures": {}}
+    if os.path.exists(path):
+        with open(path) as file:
+            result = json.load(file)
+    model = provenance.cpu_model()
+    result.update(
+        kind="figures",
+        title="Working memory of one batch-1 inference of each kernel's "
+        "export in each runtime, on a CPU",
+        release=__import__("conv_self_attention").__version__,
+        commit=provenance.source_commit(),
+        started_utc=datetime.datetime.now(datetime.UTC).isoformat(
+            timespec="seconds"),
+        machine={"cpus": os.cpu_count(), "processor": platform.machine(),
+                 "cpu_model": model,
+                 "description": f"{os.cpu_count()} CPUs "
+                 f"({model or 'model not recorded'})"},
+        arguments={"side": side, "batch": 1, "channels": 16},
+        notes=["working_mib: peak RSS (VmHWM) of a fresh runtime process "
+               "after one inference minus its peak after loading, MiB; "
+               "chunk_size: the block size the exported chunked kernel "
+               "traced."],
+    )
+    versions = result.setdefault("versions", {})
+    versions.pop("note", None)
+    versions.update(keras=keras.__version__, python=platform.python_version())
+    versions[backend] = __import__(backend).__version__
+    result["figures"] = {
+        key: value for key, value in result["figures"].items()
+        if not key.startswith(f"{backend}/")} | figures
+    with open(path, "w") as file:
+        json.dump(result, file, indent=1)
+        file.write("\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="tensorflow")
     parser.add_argument("--side", type=int, default=128)
+    parser.add_argument("--output", help="a results file (module docstring)")
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
@@ -99,6 +150,7 @@ def main(argv=None):
           "16 channels; MiB of peak RSS")
     print("| kernel | format | after loading | after inference | working |")
     print("|---|---|---|---|---|")
+    figures = {}
     for kernel, chunk_size, fmt, path in artifacts:
         command = [
             sys.executable, __file__, "--measure",
@@ -113,6 +165,14 @@ def main(argv=None):
         label = kernel if chunk_size is None else f"{kernel} [{chunk_size}]"
         print(f"| {label} | {fmt} | {rss['loaded']:.0f} | {rss['peak']:.0f} "
               f"| {rss['peak'] - rss['loaded']:.0f} |")
+        key = f"{args.backend}/{kernel}/"
+        figures[key + f"{fmt}/working_mib"] = round(
+            rss["peak"] - rss["loaded"])
+        if chunk_size is not None:
+            figures[key + "chunk_size"] = chunk_size
+    if args.output:
+        write_results(args.output, args.backend, args.side, figures)
+        print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
