@@ -36,6 +36,8 @@ PASSAGES = [
      "[`tests/test_export_pooling.py`"),
     ("docs/guide/deploying.md", "## Quantized LiteRT",
      "Dynamic-range quantization (no"),
+    ("docs/guide/attention-maps.md", "Measured on 2026-12",
+     "`AttentionMonitor(inputs"),
     ("src/conv_self_attention/kernels/auto.py", "", '"""\n\nfrom'),
     ("src/conv_self_attention/kernels/auto.py", "# Largest N x M",
      "# Head widths"),
