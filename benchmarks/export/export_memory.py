@@ -88,50 +88,21 @@ def export_all(backend, side, folder):
 
 
 def write_results(path, backend, side, figures):
-    """`figures` (`{key: value}`, keys of `common/quotes.py`'s `figures`
-    kind) into the results file `path` with the machine, date, versions,
-    release and commit; the file's figures of other backends are kept."""
-    import datetime
-    import platform
-
-    import keras
-
+    """This backend's `figures` into the results file `path` (its other
+    backends' kept; `common/provenance.py`'s `write_figures`)."""
     sys.path.insert(0, str(COMMON))
     import provenance
 
-    result = {"figures": {}}
-    if os.path.exists(path):
-        with open(path) as file:
-            result = json.load(file)
-    model = provenance.cpu_model()
-    result.update(
-        kind="figures",
+    provenance.write_figures(
+        path, backend, figures, backend,
         title="Working memory of one batch-1 inference of each kernel's "
         "export in each runtime, on a CPU",
-        release=__import__("conv_self_attention").__version__,
-        commit=provenance.source_commit(),
-        started_utc=datetime.datetime.now(datetime.UTC).isoformat(
-            timespec="seconds"),
-        machine={"cpus": os.cpu_count(), "processor": platform.machine(),
-                 "cpu_model": model,
-                 "description": f"{os.cpu_count()} CPUs "
-                 f"({model or 'model not recorded'})"},
         arguments={"side": side, "batch": 1, "channels": 16},
         notes=["working_mib: peak RSS (VmHWM) of a fresh runtime process "
                "after one inference minus its peak after loading, MiB; "
                "chunk_size: the block size the exported chunked kernel "
                "traced."],
     )
-    versions = result.setdefault("versions", {})
-    versions.pop("note", None)
-    versions.update(keras=keras.__version__, python=platform.python_version())
-    versions[backend] = __import__(backend).__version__
-    result["figures"] = {
-        key: value for key, value in result["figures"].items()
-        if not key.startswith(f"{backend}/")} | figures
-    with open(path, "w") as file:
-        json.dump(result, file, indent=1)
-        file.write("\n")
 
 
 def main(argv=None):
