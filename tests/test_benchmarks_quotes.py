@@ -100,6 +100,7 @@ def test_every_results_file_says_where_and_when():
         result = quotes.load(path.stem)
         assert re.match(r"\d{4}-\d{2}-\d{2}", result["started_utc"]), path
         assert result.get("release"), path
+        assert result.get("commit"), path
         assert result.get("machine"), path
         assert result.get("versions") or result["machine"].get("versions")
 
