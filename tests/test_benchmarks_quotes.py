@@ -8,6 +8,7 @@ its JSON (`benchmarks/common/quotes.py`, `tables.py`)."""
 import pathlib
 import re
 import sys
+import types
 
 import pytest
 
@@ -30,6 +31,13 @@ PASSAGES = [
     ("benchmarks/README.md", "", None),
     ("docs/benchmarks.md", "", None),
     ("docs/guide/gpu.md", "## What has been measured", None),
+    ("docs/guide/kernels.md", "## Block sizes", "\n## "),
+    ("docs/guide/deploying.md", "Working memory of one batch-1",
+     "[`tests/test_export_pooling.py`"),
+    ("docs/guide/deploying.md", "## Quantized LiteRT",
+     "Dynamic-range quantization (no"),
+    ("docs/guide/attention-maps.md", "Measured on 2026-12",
+     "`AttentionMonitor(inputs"),
     ("src/conv_self_attention/kernels/auto.py", "", '"""\n\nfrom'),
     ("src/conv_self_attention/kernels/auto.py", "# Largest N x M",
      "# Head widths"),
@@ -92,6 +100,7 @@ def test_every_results_file_says_where_and_when():
         result = quotes.load(path.stem)
         assert re.match(r"\d{4}-\d{2}-\d{2}", result["started_utc"]), path
         assert result.get("release"), path
+        assert result.get("commit"), path
         assert result.get("machine"), path
         assert result.get("versions") or result["machine"].get("versions")
 
@@ -113,3 +122,29 @@ def test_markers_compare_rounded_to_the_quoted_digits():
     assert quotes.quotes(text) == [
         ("0.18", "attention_torch", "128x4/auto/fwd+bwd/vs_naive"),
         ("30.9", "gpu_h200", "jax/float32/128x8/naive/ms")]
+
+
+def test_export_memory_writes_a_results_file_the_markers_read(
+        tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks" / "export"))
+    import export_memory
+
+    path = tmp_path / "export_memory_x.json"
+    backend = "jax"  # this pass's; another stands in for a second one
+    monkeypatch.setitem(sys.modules, "other", types.SimpleNamespace(
+        __version__="1.0"))
+    export_memory.write_results(path, "other", 64,
+                                {"other/dense/onnx/working_mib": 9})
+    export_memory.write_results(path, backend, 64, {
+        f"{backend}/chunked/onnx/working_mib": 55,
+        f"{backend}/chunked/chunk_size": 128})
+    figures = quotes.figures("export_memory_x", tmp_path)
+    assert figures["other/dense/onnx/working_mib"] == 9
+    assert figures[f"{backend}/chunked/chunk_size"] == 128
+    result = quotes.load("export_memory_x", tmp_path)
+    assert re.match(r"\d{4}-\d{2}-\d{2}", result["started_utc"])
+    assert result["release"] and result["machine"]["cpus"]
+    assert set(result["versions"]) >= {"keras", "other", backend}
+    text = "55 MiB<!-- from export_memory_x jax/chunked/onnx/working_mib -->"
+    ((value, _, key),) = quotes.quotes(text)
+    assert quotes.matches(value, figures[key])

@@ -148,6 +148,40 @@ def test_preflight_stops_when_no_backend_sees_a_gpu(tmp_path):
     assert "jax: not run: no GPU" in log and "device: cpu" in log
 
 
+def test_a_backend_whose_keras_fails_is_not_run_the_other_goes_on(
+        tmp_path):
+    """Keras failing to import on torch (a stand-in: a `sitecustomize`
+    that refuses Keras' torch backend) costs torch's steps only: both say
+    why, JAX is run (its benchmark here finds too little of the short
+    `--seconds` left), and the run exits 1 since not every step ran."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "class Refuse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'keras.src.backend.torch':\n"
+        "            raise ImportError('no Keras on torch here')\n"
+        "if os.environ.get('KERAS_BACKEND') == 'torch':\n"
+        "    sys.meta_path.insert(0, Refuse())\n")
+    output = tmp_path / "out"
+    done = _run(["--smoke", "--backends", "torch jax", "--seconds", "60",
+                 "--payload", str(tmp_path / "none"), "--output-dir",
+                 str(output)], tmp_path, 120, GPU_TESTS="",
+                PYTHONPATH=str(fake))
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "runs: jax" in (output / "preflight.log").read_text()
+    lines = (output / "summary.txt").read_text().splitlines()
+    why = "not run: Keras does not import: ImportError: no Keras on torch here"
+    assert lines[0].startswith("preflight: ran ") and lines[0].endswith(
+        ", exit 0")
+    assert lines[1:3] == [f"benchmark torch: {why}", f"gpu_tests torch: {why}"]
+    assert lines[3].startswith("benchmark jax: not run: ") and lines[
+        3].endswith(" s left")
+    assert lines[4:5] == ["gpu_tests: not asked for"]
+    assert lines[5].startswith("total: ") and lines[5].endswith(", exit 1")
+
+
 def test_a_step_at_its_limit_keeps_its_junit_report(tmp_path):
     """SIGINT at the limit: pytest reports what passed and is counted as
     timed out."""

@@ -24,6 +24,9 @@ Keys (`figures` lists them all):
 - Export speed (`export_speed_<backend>`): `date`, `release`, `cpus`,
   `roof_gflops`, and `ROUTE/` (`keras`, `export_model`, `model.export`)
   + `s`, `vs_keras`, `peak_mib`, `export_seconds`.
+- Export measurements and other flat records (`kind: figures`, e.g.
+  `export_memory_...`, `litert_quantization_...`): `date`, `release` and
+  the keys of the file's `figures`, as written there.
 - `targets`: the limits of `targets.py` (`_targets` lists the keys).
 """
 
@@ -59,7 +62,8 @@ def figures(name, results=RESULTS):
     kind = result.get("kind", "cpu_layer")
     found.update({"cpu_layer": _cpu_layer, "gpu_layer": _gpu_layer,
                   "kernel_thresholds": _thresholds,
-                  "export_speed": _export_speed}[kind](result))
+                  "export_speed": _export_speed,
+                  "figures": lambda r: r["figures"]}[kind](result))
     return found
 
 

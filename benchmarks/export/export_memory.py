@@ -6,10 +6,12 @@ backend, then runs each artifact on one batch-1 image in a fresh process
 that imports neither Keras nor the package (`tests/export_runner.py`'s
 loaders) and reports the peak RSS after loading and after inference; their
 difference is the inference's working memory. docs/guide/deploying.md
-quotes the output.
+quotes `benchmarks/results/export_memory_<release>.json`; `--output`
+writes this backend's figures into such a file (its other backends' kept).
 
     python benchmarks/export/export_memory.py --backend tensorflow --side 128
-    python benchmarks/export/export_memory.py --backend torch --side 128
+    python benchmarks/export/export_memory.py --backend torch --side 128 \
+        --output benchmarks/results/export_memory_0.4.json
 """
 
 import argparse
@@ -21,6 +23,7 @@ import sys
 import tempfile
 
 TESTS = pathlib.Path(__file__).resolve().parents[2] / "tests"
+COMMON = TESTS.parent / "benchmarks" / "common"
 FORMATS = {
     "tensorflow": ("tf_saved_model", "onnx", "litert"),
     "jax": ("tf_saved_model", "onnx"),
@@ -84,10 +87,29 @@ def export_all(backend, side, folder):
     return artifacts
 
 
+def write_results(path, backend, side, figures):
+    """This backend's `figures` into the results file `path` (its other
+    backends' kept; `common/provenance.py`'s `write_figures`)."""
+    sys.path.insert(0, str(COMMON))
+    import provenance
+
+    provenance.write_figures(
+        path, backend, figures, backend,
+        title="Working memory of one batch-1 inference of each kernel's "
+        "export in each runtime, on a CPU",
+        arguments={"side": side, "batch": 1, "channels": 16},
+        notes=["working_mib: peak RSS (VmHWM) of a fresh runtime process "
+               "after one inference minus its peak after loading, MiB; "
+               "chunk_size: the block size the exported chunked kernel "
+               "traced."],
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="tensorflow")
     parser.add_argument("--side", type=int, default=128)
+    parser.add_argument("--output", help="a results file (module docstring)")
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
@@ -99,6 +121,7 @@ def main(argv=None):
           "16 channels; MiB of peak RSS")
     print("| kernel | format | after loading | after inference | working |")
     print("|---|---|---|---|---|")
+    figures = {}
     for kernel, chunk_size, fmt, path in artifacts:
         command = [
             sys.executable, __file__, "--measure",
@@ -113,6 +136,14 @@ def main(argv=None):
         label = kernel if chunk_size is None else f"{kernel} [{chunk_size}]"
         print(f"| {label} | {fmt} | {rss['loaded']:.0f} | {rss['peak']:.0f} "
               f"| {rss['peak'] - rss['loaded']:.0f} |")
+        key = f"{args.backend}/{kernel}/"
+        figures[key + f"{fmt}/working_mib"] = round(
+            rss["peak"] - rss["loaded"])
+        if chunk_size is not None:
+            figures[key + "chunk_size"] = chunk_size
+    if args.output:
+        write_results(args.output, args.backend, args.side, figures)
+        print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,17 @@ reports held-out accuracy of each against the Keras model. The
 quantization debugger then names the ops whose int8 outputs drift most
 from float, and the int8 model is converted again with those op types
 kept in float (`denylisted_ops`), measured the same way. Not part of the
-test suite; docs/guide/deploying.md quotes its output.
+test suite; docs/guide/deploying.md quotes
+`benchmarks/results/litert_quantization_<release>.json`, which `--output`
+writes (the figures of this `--attention`; the other placement's kept).
 
-    python benchmarks/export/quantize_litert.py --epochs 15
+    python benchmarks/export/quantize_litert.py --epochs 15 \
+        --output benchmarks/results/litert_quantization_0.4.json
 """
 
 import argparse
 import os
+import pathlib
 import sys
 import tempfile
 
@@ -22,6 +26,7 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 import numpy as np  # noqa: E402
 
 CALIBRATION_IMAGES = 256
+COMMON = pathlib.Path(__file__).resolve().parents[1] / "common"
 
 
 def parse_args(argv):
@@ -31,6 +36,7 @@ def parse_args(argv):
         "--attention", default="intermediate", choices=["first", "intermediate"]
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", help="a results file (module docstring)")
     return parser.parse_args(argv)
 
 
@@ -135,10 +141,12 @@ def main(argv=None):
     model.export(saved_model, format="tf_saved_model", verbose=False)
     probabilities = model.predict(dataset.x_test, verbose=0)
     rows = [("Keras (float32)", (keras_accuracy, 0.0), None)]
+    keys = ["keras_float32"]
     for mode in ("float32", "dynamic-range", "int8"):
         tflite = converter_for(saved_model, mode, dataset).convert()
         result = evaluate(tflite, dataset, probabilities)
         rows.append((f"LiteRT {mode}", result, len(tflite)))
+        keys.append("litert_" + mode.replace("-", "_"))
     worst, debugger = drifting_ops(saved_model, dataset)
     print("int8 op types by worst normalized RMSE against float:")
     for op, error in list(worst.items())[:6]:
@@ -149,11 +157,46 @@ def main(argv=None):
         label = f"LiteRT int8, {' and '.join(ops)} in float"
         result = evaluate(tflite, dataset, probabilities)
         rows.append((label, result, len(tflite)))
+        keys.append("litert_int8_float_" + "_".join(o.lower() for o in ops))
     print(f"\n| model | held-out accuracy ({len(dataset.x_test)} digits) "
           "| max change of a probability | size (KiB) |\n|---|---|---|---|")
     for label, (accuracy, change), size in rows:
         size = "" if size is None else f"{size / 1024:.0f}"
         print(f"| {label} | {accuracy:.4f} | {change:.4f} | {size} |")
+    if args.output:
+        write_results(args, dataset, zip(keys, rows, strict=True), worst)
+        print(f"wrote {args.output}")
+
+
+def write_results(args, dataset, rows, worst):
+    """`--output`: this placement's figures (`quotes.py`'s `figures` kind:
+    `ATTENTION/MODEL/accuracy_percent|max_change|size_kib`,
+    `ATTENTION/debugger/OP|max`)."""
+    sys.path.insert(0, str(COMMON))
+    import provenance
+
+    scope = args.attention
+    figures = {f"{scope}/debugger/{op}": error for op, error in worst.items()}
+    figures[f"{scope}/debugger/max"] = max(worst.values(), default=0.0)
+    for key, (_, (accuracy, change), size) in rows:
+        figures[f"{scope}/{key}/accuracy_percent"] = 100 * accuracy
+        if key != "keras_float32":
+            figures[f"{scope}/{key}/max_change"] = change
+            figures[f"{scope}/{key}/size_kib"] = round(size / 1024)
+    provenance.write_figures(
+        args.output, scope, figures, "tensorflow",
+        title="LiteRT quantization of the demo's digit classifier: held-out "
+        "accuracy, largest probability change, size",
+        arguments={"epochs": args.epochs, "seed": args.seed,
+                   "backend": "tensorflow",
+                   "held_out_digits": len(dataset.x_test),
+                   "calibration_digits": CALIBRATION_IMAGES},
+        notes=["intermediate: the layer mid-network; first: on the image. "
+               "max_change: the largest change of any class probability "
+               "against the Keras model; debugger/OP: the quantization "
+               "debugger's RMSE of that op's int8 output against float, in "
+               "quantization steps (max: over all ops)."],
+    )
 
 
 if __name__ == "__main__":
