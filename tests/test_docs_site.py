@@ -451,6 +451,11 @@ def test_figures_open_full_size_and_code_wraps(site):
     # The notebook's model.summary() table: small type, scrolls if needed.
     rule = css.split(".jp-RenderedHTMLCommon pre", 1)[1].split("}", 1)[0]
     assert "font-size" in rule
+    # On a phone a signature scrolls rather than wrap an argument's line
+    # to the left edge.
+    phone = css.split("@media screen and (max-width: 44.9375em)")[1:]
+    rule = "".join(phone).split(".doc-signature pre > code {", 1)[1]
+    assert "white-space: pre;" in rule.split("}", 1)[0]
 
 
 # Pages about the project's own procedure, which name repository paths as
