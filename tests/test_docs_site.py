@@ -453,9 +453,10 @@ def test_figures_open_full_size_and_code_wraps(site):
     assert "font-size" in rule
     # On a phone a signature scrolls rather than wrap an argument's line
     # to the left edge.
-    phone = css.split("@media screen and (max-width: 44.9375em)")[1:]
-    rule = "".join(phone).split(".doc-signature pre > code {", 1)[1]
-    assert "white-space: pre;" in rule.split("}", 1)[0]
+    rule = re.search(r"@media screen and \(max-width: 44\.9375em\) \{\s*"
+                     r"\.md-typeset \.doc-signature pre > code \{([^}]*)\}",
+                     css)
+    assert rule and "white-space: pre;" in rule[1]
 
 
 # Pages about the project's own procedure, which name repository paths as
@@ -548,8 +549,16 @@ def test_pages_fetch_nothing_from_another_host(site):
 
 def test_every_page_names_the_version_it_documents(site):
     version = f"conv-self-attention {conv_self_attention.__version__}"
+    # Changes after the version's changelog section are documented too:
+    # the footer says so until they become a version of their own.
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    first = re.search(r"^## (.+)$", changelog, re.M)[1]
+    since = " and the changes since" if first == "Unreleased" else ""
     for page in site.rglob("index.html"):
-        assert f"Documentation of {version}" in page.read_text(), page
+        footer = page.read_text().split('class="md-copyright"', 1)[1]
+        assert f"Documentation of {version}{since}" in footer, page
+        if not since:
+            assert " and the changes since" not in footer, page
 
 
 def test_every_argument_and_attribute_has_a_type(reference):
