@@ -276,7 +276,7 @@ def test_each_layer_entry_is_complete(reference, name):
     assert "(batch, num_heads, N, M)" in returns[-1]
     kwargs = [row for row in section_rows(html, "Parameters")
               if row[0] == "**kwargs"]
-    assert kwargs and "{}" not in kwargs[0][-1]
+    assert kwargs and kwargs[0][-1] == ""  # no default, not "required"
     for member in ("last_kernel", "attention_inputs"):
         assert f'id="conv_self_attention.{name}.{member}"' in html
     for method in ("attention_inputs", "key_value_spatial_shape"):
@@ -451,6 +451,12 @@ def test_figures_open_full_size_and_code_wraps(site):
     # The notebook's model.summary() table: small type, scrolls if needed.
     rule = css.split(".jp-RenderedHTMLCommon pre", 1)[1].split("}", 1)[0]
     assert "font-size" in rule
+    # On a phone a signature scrolls rather than wrap an argument's line
+    # to the left edge.
+    rule = re.search(r"@media screen and \(max-width: 44\.9375em\) \{\s*"
+                     r"\.md-typeset \.doc-signature pre > code \{([^}]*)\}",
+                     css)
+    assert rule and "white-space: pre;" in rule[1]
 
 
 # Pages about the project's own procedure, which name repository paths as
@@ -543,8 +549,16 @@ def test_pages_fetch_nothing_from_another_host(site):
 
 def test_every_page_names_the_version_it_documents(site):
     version = f"conv-self-attention {conv_self_attention.__version__}"
+    # Changes after the version's changelog section are documented too:
+    # the footer says so until they become a version of their own.
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    first = re.search(r"^## (.+)$", changelog, re.M)[1]
+    since = " and the changes since" if first == "Unreleased" else ""
     for page in site.rglob("index.html"):
-        assert f"Documentation of {version}" in page.read_text(), page
+        footer = page.read_text().split('class="md-copyright"', 1)[1]
+        assert f"Documentation of {version}{since}" in footer, page
+        if not since:
+            assert " and the changes since" not in footer, page
 
 
 def test_every_argument_and_attribute_has_a_type(reference):
