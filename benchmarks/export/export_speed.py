@@ -140,7 +140,7 @@ def measure(args, folder):
         seconds, peak, error = run_in_runtime(path, args.repeats)
         records.append({
             "route": route, "kernel": traced.implementation,
-            "chunk_size": traced.chunk_size, "unrolled": traced.exporting,
+            "chunk_size": traced.chunk_size, "exporting": traced.exporting,
             "export_seconds": exported, "seconds": seconds,
             "peak_mib": peak, "relative_error": error,
             "vs_keras": seconds / records[0]["seconds"],
