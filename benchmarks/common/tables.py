@@ -97,8 +97,9 @@ def thresholds(result):
 
 
 def cpu_headline(results):
-    """128x128 batch 4 fwd+bwd per backend: naive, `auto`, their ratio
-    against its target, peaks, and 256x256 batch 1."""
+    """128x128 batch 4 fwd+bwd per backend: naive, `auto`, their ratio,
+    peaks, and 256x256 batch 1 (the Benchmarks page's headline; the
+    targets' verdicts are `targets.md`'s)."""
     rows = []
     for backend, name in CPU_BACKENDS.items():
         if backend not in results:
@@ -109,7 +110,6 @@ def cpu_headline(results):
         machine = run["machine"]
         auto, naive = "128x4/auto/fwd+bwd/", "128x4/naive/fwd+bwd/"
         ratio = found[auto + "vs_naive"]
-        target = targets.CPU_TIME_LARGE[backend]
         big = "256x1/auto/fwd+bwd/"
         rows.append([
             f"{name} ({run['started_utc'][:10]}, release {run['release']})",
@@ -118,16 +118,15 @@ def cpu_headline(results):
             f"{machine['memory_gib']} GiB, roof "
             f"{found['roof_gflops']:.0f} GFLOP/s",
             f"{found[naive + 's']:.3g} s", f"{found[auto + 's']:.3g} s",
-            # Three decimals: 1.0005 against a limit of 1.0 reads as FAIL.
-            f"{ratio:.3f}x ({targets.verdict(ratio, target)}: <= "
-            f"{target.limit:g}x)",
+            # Three decimals: 1.0005 and 0.9995 are not both "1.00x".
+            f"{ratio:.3f}x",
             f"{found[naive + 'peak_gib']:.1f} / {found[auto + 'peak_gib']:.2f}"
             " GiB",
             f"{found[big + 's']:.3g} s, {found[big + 'peak_gib']:.2f} GiB",
             f"{found[auto + 'vs_roof']:.1f}x",
         ])
     header = ["128x128, batch 4, fwd+bwd", "machine", "naive block",
-              "our layer (`auto`)", "ratio (target)",
+              "our layer (`auto`)", "ours / naive",
               "whole-process peak RSS: naive / ours",
               "256x256 batch 1: ours", "ours vs matmul roof"]
     return "\n".join(_table(header, rows)) + "\n"
@@ -164,14 +163,14 @@ def generated(folder=quotes.RESULTS):
         kind = result.get("kind", "cpu_layer")
         if kind == "cpu_layer":
             cpu[result["backend"]] = {**result, "_folder": folder}
-            texts[path.with_suffix(".md")] = report.markdown(result)
+            texts[path.with_suffix(".md")] = report.markdown(
+                result, with_targets=False)
         elif kind in RENDERERS:
             texts[path.with_suffix(".md")] = RENDERERS[kind](result)
     texts[folder / "cpu_headline.md"] = cpu_headline(cpu)
     texts[folder / "targets.md"] = target_verdicts(cpu)
     texts[folder / "summary.md"] = report.summary(
-        [texts[folder / f"attention_{b}.md"] for b in report.BACKENDS
-         if b in cpu])
+        [report.markdown(cpu[b]) for b in report.BACKENDS if b in cpu])
     return texts
 
 

@@ -139,7 +139,10 @@ def target_lines(result):
     return lines
 
 
-def markdown(result):
+def markdown(result, with_targets=True):
+    """One backend's table; `with_targets`: then its targets' verdicts
+    (maintainers' `summary.md`; the Benchmarks page shows the tables
+    without them)."""
     machine = result["machine"]
     rate = (result.get("matmul_roof") or {}).get("flops_per_second")
     lines = [
@@ -166,9 +169,10 @@ def markdown(result):
         "|" + "---|" * len(HEADER),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
-    lines += ["", "Targets (`benchmarks/common/targets.py` gives each "
-              "reason):", ""] + target_lines(result) + [""]
-    return "\n".join(lines)
+    if with_targets:
+        lines += ["", "Targets (`benchmarks/common/targets.py` gives each "
+                  "reason):", ""] + target_lines(result)
+    return "\n".join(lines + [""])
 
 
 def summary(tables):
@@ -193,9 +197,10 @@ def write_reports(output_dir, backends):
         if not os.path.exists(path):
             continue
         with open(path) as file:
-            tables.append(markdown(json.load(file)))
+            result = json.load(file)
+        tables.append(markdown(result))
         with open(path[:-len(".json")] + ".md", "w") as file:
-            file.write(tables[-1])
+            file.write(markdown(result, with_targets=False))
     with open(os.path.join(output_dir, "summary.md"), "w") as file:
         file.write(summary(tables))
 
