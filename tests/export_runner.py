@@ -50,9 +50,11 @@ def _litert(path):
     outputs = [by_name[name]["index"] for name in sorted(by_name)]
 
     def run(x):
-        # A new batch size means resizing the input and reallocating.
+        # A new batch size means resizing the input and reallocating; as
+        # the Deploying guide does it, `strict`: only the dimensions the
+        # export left open may change (a fixed height and width refuse).
         index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(index, x.shape, strict=False)
+        interpreter.resize_tensor_input(index, x.shape, strict=True)
         interpreter.allocate_tensors()
         interpreter.set_tensor(index, x)
         interpreter.invoke()

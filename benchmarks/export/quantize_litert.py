@@ -13,6 +13,12 @@ writes (the figures of this `--attention`; the other placement's kept).
 
     python benchmarks/export/quantize_litert.py --epochs 15 \
         --output benchmarks/results/litert_quantization_0.4.json
+
+`--resolution 64` upsamples the digits to 64x64 (the layer on the image
+then attends over 4096 positions); its figures are scoped
+`ATTENTION@64/`. The SavedModel is traced with the `dense` kernel, as
+`export_model` traces full-integer LiteRT: TensorFlow's converter
+crashes on `chunked`, which `auto` traces above 32x32 maps.
 """
 
 import argparse
@@ -36,6 +42,8 @@ def parse_args(argv):
         "--attention", default="intermediate", choices=["first", "intermediate"]
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resolution", type=int, default=16,
+                        help="the digits' side in pixels (16: the demo's)")
     parser.add_argument("--output", help="a results file (module docstring)")
     return parser.parse_args(argv)
 
@@ -55,7 +63,7 @@ def evaluate(tflite_model, dataset, keras_probabilities):
 
     interpreter = Interpreter(model_content=tflite_model)
     index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, dataset.x_test.shape)
+    interpreter.resize_tensor_input(index, dataset.x_test.shape, strict=True)
     interpreter.allocate_tensors()
     interpreter.set_tensor(index, dataset.x_test)
     interpreter.invoke()
@@ -125,10 +133,11 @@ def denylisted_model(debugger, saved_model, dataset, ops):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from conv_self_attention import use_attention_kernel
     from conv_self_attention.demo.classifier import train_classifier
     from conv_self_attention.demo.data import load_dataset
 
-    dataset = load_dataset("digits", seed=args.seed)
+    dataset = load_dataset("digits", args.resolution, seed=args.seed)
     trained = train_classifier(
         args.attention, dataset, args.epochs, seed=args.seed
     )
@@ -138,7 +147,9 @@ def main(argv=None):
           f"{layer.last_kernel.implementation}")
     folder = tempfile.mkdtemp()
     saved_model = os.path.join(folder, "saved_model")
-    model.export(saved_model, format="tf_saved_model", verbose=False)
+    with use_attention_kernel("dense"):
+        model.export(saved_model, format="tf_saved_model", verbose=False)
+    print(f"exported with {layer.last_kernel.implementation}")
     probabilities = model.predict(dataset.x_test, verbose=0)
     rows = [("Keras (float32)", (keras_accuracy, 0.0), None)]
     keys = ["keras_float32"]
@@ -176,6 +187,8 @@ def write_results(args, dataset, rows, worst):
     import provenance
 
     scope = args.attention
+    if args.resolution != 16:
+        scope += f"@{args.resolution}"
     figures = {f"{scope}/debugger/{op}": error for op, error in worst.items()}
     figures[f"{scope}/debugger/max"] = max(worst.values(), default=0.0)
     for key, (_, (accuracy, change), size) in rows:
@@ -188,6 +201,7 @@ def write_results(args, dataset, rows, worst):
         title="LiteRT quantization of the demo's digit classifier: held-out "
         "accuracy, largest probability change, size",
         arguments={"epochs": args.epochs, "seed": args.seed,
+                   "resolution": args.resolution, "exported_kernel": "dense",
                    "backend": "tensorflow",
                    "held_out_digits": len(dataset.x_test),
                    "calibration_digits": CALIBRATION_IMAGES},
