@@ -1,4 +1,6 @@
-"""Models holding the layer, exported with `model.export`, run in their own
+"""Models holding the layer, exported with `export_model` (Keras'
+`model.export` after the package's checks; on JAX with the chunked
+kernel's export form), run in their own
 runtime (`export_runner.py`, a process without Keras or the package) with
 the Keras model's output, at batch 2 and 1 through one artifact whose
 batch was left dynamic.
@@ -7,7 +9,8 @@ Every format Keras offers on this backend (issue 22's scope: TensorFlow to
 SavedModel, ONNX, LiteRT; JAX to SavedModel, ONNX; torch to ONNX and
 `format="torch"`) with `auto` at 128x128 (a large map: TensorFlow and
 JAX trace `chunked` with its blocks), plus each format's answer for
-unknown height and width, and the guide's examples. Every kernel in every
+unknown height and width, and the guide's examples (Keras' own
+`model.export`, as is `test_export_pooling.py`). Every kernel in every
 format on small maps, in the configurations users build, is
 `test_export_matrix.py`'s. All exports of the
 backend's pass happen once (a module fixture), then one runtime process
@@ -33,6 +36,7 @@ from export_checks import skip_reason as _skip_reason
 from helpers import BACKEND
 
 from conv_self_attention import SelfAttention2D
+from conv_self_attention import export_model
 from conv_self_attention import use_attention_kernel
 
 CHANNELS = 8
@@ -103,8 +107,8 @@ def _export_cell(cell, folder):
             for key, value in inputs.items()
         }
         artifact = str(folder / name) + SUFFIXES.get(fmt, "")
-        model.export(
-            artifact, format=fmt, verbose=False,
+        export_model(
+            model, artifact, format=fmt, verbose=False,
             **_export_kwargs(fmt, size, spatial),
         )
     larger = None

@@ -1,10 +1,11 @@
-"""The README's install commands, run as written in fresh environments.
+"""The README's install commands, run as written in a fresh environment.
 
 Each shell block of the README's install section runs with `bash -e` in a
-copy of the source tree, in its own new virtual environment (`python -m
+copy of the source tree, in a new virtual environment (`python -m
 venv`, no system site-packages, its `bin/` first on `PATH` as activation
-does), for the JAX backend: from the clone (`pip install ".[jax]"`) and
-from the wheel that `python -m build --wheel` makes. pip may download from
+does), for the JAX backend: from the clone (`pip install ".[jax]"`), then
+in the same environment, the package uninstalled, from the wheel that
+`python -m build --wheel` makes. pip may download from
 the package index (or the machine's configured mirror). Then, in that
 environment and outside the source tree, the package imports and a layer
 runs.
@@ -49,9 +50,13 @@ def test_the_readme_names_the_clone_and_the_wheel():
     assert f"conv_self_attention-{version}-py3-none-any.whl[jax]" in wheel
 
 
-@pytest.mark.parametrize("form", ["clone", "wheel"])
-def test_install_as_written_in_a_fresh_environment(form, tmp_path):
-    block = install_blocks()[["clone", "wheel"].index(form)]
+def test_install_as_written_in_a_fresh_environment(tmp_path):
+    """The clone's block in a new environment, then the wheel's in the
+    same one with the package uninstalled first: the wheel's install puts
+    the package back (its dependencies are there already, which saves a
+    second download of the backend; their requirements are the clone's,
+    from the same `pyproject.toml`)."""
+    clone, wheel = install_blocks()
     source = tmp_path / "conv-self-attention"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     venv = tmp_path / "venv"
@@ -71,6 +76,13 @@ def test_install_as_written_in_a_fresh_environment(form, tmp_path):
         # install time changes nothing the test checks.
         PIP_NO_COMPILE="1",
     )
+    uninstall = "pip uninstall --yes conv-self-attention\n"
+    for form, block in (("clone", clone), ("wheel", uninstall + wheel)):
+        _run_block(form, block, source, env)
+        _check_installed(form, venv, tmp_path, env)
+
+
+def _run_block(form, block, source, env):
     installed = subprocess.run(
         ["bash", "-e", "-c", block],
         cwd=source,
@@ -79,21 +91,24 @@ def test_install_as_written_in_a_fresh_environment(form, tmp_path):
         text=True,
         timeout=300,  # a hang; measured 20-40 s on 2 loaded cores
     )
-    assert installed.returncode == 0, installed.stderr[-3000:]
+    assert installed.returncode == 0, form + installed.stderr[-3000:]
+
+
+def _check_installed(form, venv, folder, env):
     ran = subprocess.run(
         [str(venv / "bin" / "python"), "-c", SMOKE],
-        cwd=tmp_path,
+        cwd=folder,
         env=dict(env, KERAS_BACKEND="jax"),
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert ran.returncode == 0, form + ran.stderr[-3000:]
     version, shape, location = ran.stdout.splitlines()[-1].split("|")
-    assert version == conv_self_attention.__version__
-    assert shape == "(1, 4, 4, 16)"
+    assert version == conv_self_attention.__version__, form
+    assert shape == "(1, 4, 4, 16)", form
     # Installed into the new environment, not imported from the source.
-    assert location.startswith(str(venv))
+    assert location.startswith(str(venv)), form
 
 
 def test_the_package_index_form_only_as_what_applies_once_published():
