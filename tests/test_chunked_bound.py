@@ -219,6 +219,44 @@ def test_torch_export_holds_whole_batch_blocks_of_the_plan(small_budget):
     ) < 1e-5
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX export form")
+def test_jax_export_form_unrolls_whole_batch_blocks_of_the_plan(
+    small_budget,
+):
+    """Within `traced_for_export` (what `export_model` enters), the blocks
+    are unrolled, with no loop for an exporter to turn into an ONNX
+    `Loop`, and span the symbolic batch as the plan says."""
+    import jax
+    from jax import export
+
+    from conv_self_attention.kernels.device import traced_for_export
+
+    layer, _, x = layers_and_inputs()
+    (batch,) = export.symbolic_shape("b")
+    spec = jax.ShapeDtypeStruct((batch, *SHAPE), "float32")
+    with traced_for_export():
+        jaxpr = jax.make_jaxpr(layer)(spec)
+        exported = export.export(jax.jit(layer))(spec)
+    assert layer.last_kernel.blocks == chunked.BlockPlan(CHUNK, False)
+    assert layer.last_kernel.exporting
+    text = str(jaxpr)
+    assert "while[" not in text and "scan[" not in text
+    logits = [
+        tuple(eqn.outvars[0].aval.shape)
+        for eqn in jaxpr.jaxpr.eqns
+        if eqn.primitive.name == "dot_general"
+        and eqn.outvars[0].aval.shape[-1] == 256
+    ]
+    assert len(logits) == 256 // CHUNK
+    for shape in logits:
+        assert not isinstance(shape[0], int)  # the symbolic batch
+        assert tuple(shape[1:]) == (2, CHUNK, 256)
+    out = exported.call(x[:3])
+    assert relative_error(
+        to_numpy(out), reference_self_attention(layer, x[:3])[0]
+    ) < 1e-5
+
+
 if BACKEND == "torch":
     import torch
 

@@ -107,7 +107,8 @@ def plan_blocks(
     it is only clipped to N. The bound needs M; when M is unknown, the
     chunk is the range's middle value.
 
-    Traced for an exporter (`exporting`, torch only: `device.is_exporting`)
+    Traced for an exporter (`exporting`: torch's exporters, and JAX's
+    within `export_model`; `device.is_exporting`)
     blocks always span the whole batch (`per_image=False`): a loop over the
     images would fix the batch of the exported program. Their size is
     planned as above, so a block of an exported program holds the planned

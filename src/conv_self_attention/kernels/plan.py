@@ -57,8 +57,9 @@ class KernelCall(typing.NamedTuple):
         scores: whether the call returns the attention scores (then the
             kernel is `"dense"`).
         exporting: whether the call is traced for an exporter (torch's
-            `torch.export` and ONNX exporters: the chunked kernel's blocks
-            then span the whole batch, see `chunked.plan_blocks`).
+            `torch.export` and ONNX exporters, and JAX's within
+            `export_model`: the chunked kernel's blocks then span the whole
+            batch, see `chunked.plan_blocks`, and on JAX are unrolled).
         device: the `device.Device` the computation runs on.
 
     Example:
