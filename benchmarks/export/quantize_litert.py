@@ -56,19 +56,24 @@ def representative(images):
     return dataset
 
 
-def evaluate(tflite_model, dataset, keras_probabilities):
+def evaluate(tflite_model, dataset, keras_probabilities, batch=16):
     """Held-out accuracy, and the largest change of a class probability
-    against the Keras model."""
+    against the Keras model. In batches: a dense 64x64 map holds 64 MiB of
+    logits per image."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=tflite_model)
     index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, dataset.x_test.shape, strict=True)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(index, dataset.x_test)
-    interpreter.invoke()
     output = interpreter.get_output_details()[0]["index"]
-    probabilities = interpreter.get_tensor(output)
+    parts = []
+    for start in range(0, len(dataset.x_test), batch):
+        images = dataset.x_test[start:start + batch]
+        interpreter.resize_tensor_input(index, images.shape, strict=True)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, images)
+        interpreter.invoke()
+        parts.append(interpreter.get_tensor(output).copy())
+    probabilities = np.concatenate(parts)
     accuracy = np.mean(probabilities.argmax(axis=-1) == dataset.y_test)
     change = np.abs(probabilities - keras_probabilities).max()
     return float(accuracy), float(change)
