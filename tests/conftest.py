@@ -17,9 +17,12 @@ from hypothesis import settings
 # every pass ("importing it after TensorFlow can crash"), but TensorFlow
 # 2.21 and torch 2.14 import and compute in either order (checked
 # 2026-12-07), and loading torch's CUDA libraries first in the JAX pass
-# would hide a cuDNN clash that JAX users without torch never meet. The
-# torch pass has it from Keras; the `once` tests that use torch in the
-# JAX pass import it themselves (`_full_float32_torch` then applies).
+# would hide a cuDNN clash that JAX users without torch never meet. What
+# still crashes is loading Triton (torch.compile, the dynamo exporters)
+# after TensorFlow (the PyTorch guide's warning): only the torch pass
+# does that, where Keras' torch backend loads it first. The `once` tests
+# that use torch in the JAX pass import it themselves
+# (`_full_float32_torch` then applies).
 
 # The project's hypothesis profile (DESIGN.md): few examples, the same ones on
 # every run, and no deadline since a new shape pays for tracing/compiling.
