@@ -33,28 +33,26 @@ HERE = pathlib.Path(__file__).resolve().parent
 BENCHMARKS = HERE.parent
 RESULTS = BENCHMARKS / "results"
 sys.path[:0] = [str(BENCHMARKS / "cpu"), str(BENCHMARKS / "common")]
-MIB = 2**20
 
+# The child: the tests' ONNX loader and export_memory's peak RSS, with
+# neither Keras nor the package importable.
 RUNTIME = r"""
 import statistics, sys, time
+sys.path[:0] = sys.argv[3:5]
+for name in ("keras", "conv_self_attention"):
+    sys.modules[name] = None
 import numpy as np
-import onnxruntime
-
-def peak_mib():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+from export_memory import peak_mib
+from export_runner import LOADERS
 
 path, repeats = sys.argv[1], int(sys.argv[2])
 data = np.load(path + ".npz")
-session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-feed = {session.get_inputs()[0].name: data["x"]}
-out = session.run(None, feed)[0]
+run = LOADERS["onnx"](path)
+out = run(data["x"])[0]
 times = []
 for _ in range(repeats):
     start = time.perf_counter()
-    session.run(None, feed)
+    run(data["x"])
     times.append(time.perf_counter() - start)
 error = float(np.abs(out - data["y"]).max() / np.abs(data["y"]).max())
 print(statistics.median(times), peak_mib(), error)
@@ -92,7 +90,8 @@ def run_in_runtime(path, repeats):
     """`(median seconds, peak RSS MiB, max|diff| / max|y|)` in a fresh
     ONNX Runtime process."""
     found = subprocess.run(
-        [sys.executable, "-c", RUNTIME, path, str(repeats)],
+        [sys.executable, "-c", RUNTIME, path, str(repeats), str(HERE),
+         str(BENCHMARKS.parent / "tests")],
         capture_output=True, text=True, check=True, timeout=1800,
     )
     seconds, peak, error = found.stdout.split()[-3:]
